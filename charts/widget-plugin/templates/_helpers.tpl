@@ -1,0 +1,81 @@
+{{/*
+Names, labels and small derived values shared by every template.
+*/}}
+
+{{/* The chart name, or nameOverride. */}}
+{{- define "widget-plugin.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The full name of the release's objects: fullnameOverride, or <release>-<name>, or just <release>
+when the release name already contains the chart name. Truncated to 63 characters (DNS label).
+*/}}
+{{- define "widget-plugin.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* chart-version, as the helm.sh/chart label wants it. */}}
+{{- define "widget-plugin.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels that select the DaemonSet's pods; never change them (selectors are immutable). */}}
+{{- define "widget-plugin.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "widget-plugin.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* The app.kubernetes.io/* labels every object carries. */}}
+{{- define "widget-plugin.labels" -}}
+helm.sh/chart: {{ include "widget-plugin.chart" . }}
+{{ include "widget-plugin.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: device-plugin
+app.kubernetes.io/part-of: widget-device-plugin
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* The supervisor image reference. */}}
+{{- define "widget-plugin.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* The name of the ConfigMap holding config.yaml: the user's, or the chart's. */}}
+{{- define "widget-plugin.configMapName" -}}
+{{- if .Values.existingConfigMap }}
+{{- .Values.existingConfigMap }}
+{{- else }}
+{{- printf "%s-config" (include "widget-plugin.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{/* The extended resource a device gets: <domain>/<type>-<model>. Call with (list $root $device). */}}
+{{- define "widget-plugin.resourceName" -}}
+{{- $root := index . 0 }}
+{{- $device := index . 1 }}
+{{- printf "%s/%s-%s" (default "ska-sdp.org" $root.Values.config.domain) $device.type $device.model }}
+{{- end }}
+
+{{/* The resource the `helm test` pod requests: tests.resource, or the first device's resource. */}}
+{{- define "widget-plugin.testResource" -}}
+{{- if .Values.tests.resource }}
+{{- .Values.tests.resource }}
+{{- else if and (not .Values.existingConfigMap) .Values.config.devices }}
+{{- include "widget-plugin.resourceName" (list . (first .Values.config.devices)) }}
+{{- end }}
+{{- end }}
+
+{{/* Where the chart mounts things in the container (the supervisor's defaults). */}}
+{{- define "widget-plugin.configDir" -}}/etc/widget-plugin{{- end }}
+{{- define "widget-plugin.pluginDir" -}}/var/lib/kubelet/device-plugins{{- end }}
+{{- define "widget-plugin.podResourcesDir" -}}/var/lib/kubelet/pod-resources{{- end }}

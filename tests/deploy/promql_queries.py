@@ -1,0 +1,154 @@
+"""Every PromQL expression the deployment ships, as plain strings ready for Prometheus' API.
+
+Owns: reading the Grafana dashboard's panel and variable queries (with Grafana's variables
+substituted) and the alert rules' expressions, and the list of metric names the supervisor
+exports. The static tests check these expressions; a live test can send each one to
+`/api/v1/query` of a Prometheus that scrapes a running supervisor.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from chart_render import ALERTS_FILE, DASHBOARD_FILE
+
+# The supervisor's metrics (supervisor/metrics.py); dashboards and alerts may use only these.
+KNOWN_METRICS = frozenset(
+    {
+        "widget_devices",
+        "widget_devices_in_use",
+        "widget_plugin_registered",
+        "widget_allocations_total",
+        "widget_allocated_devices_total",
+        "widget_allocation_errors_total",
+        "widget_allocate_duration_seconds_bucket",
+        "widget_allocate_duration_seconds_sum",
+        "widget_allocate_duration_seconds_count",
+        "widget_registrations_total",
+        "widget_config_reloads_total",
+        "widget_config_last_reload_successful",
+        "widget_build_info",
+    }
+)
+
+PROMQL_KEYWORDS = frozenset(
+    {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless"}
+    | {"bool", "offset", "inf", "nan"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """One PromQL expression and where it comes from (for test ids and error messages)."""
+
+    source: str
+    expr: str
+
+
+def grafana_substitute(
+    expr: str,
+    *,
+    node: str = ".*",
+    resource: str = ".*",
+    rate_interval: str = "1m",
+    interval: str = "30s",
+    range_: str = "1h",
+) -> str:
+    """Replace Grafana's variables (`$node`, `${resource}`, `$__rate_interval`, ...)."""
+    values = {
+        "__rate_interval": rate_interval,
+        "__interval": interval,
+        "__range": range_,
+        "node": node,
+        "resource": resource,
+    }
+    # Longest names first, so `$__range` does not eat the start of a longer name.
+    for name in sorted(values, key=len, reverse=True):
+        expr = expr.replace("${" + name + "}", values[name]).replace("$" + name, values[name])
+    if "$" in expr:
+        raise ValueError(f"unsubstituted Grafana variable in {expr!r}")
+    return expr
+
+
+def load_dashboard(path: Path = DASHBOARD_FILE) -> dict[str, Any]:
+    return dict(json.loads(path.read_text()))
+
+
+def iter_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every panel, including those nested in collapsed rows."""
+    found: list[dict[str, Any]] = []
+    for panel in dashboard.get("panels", []):
+        found.append(panel)
+        found.extend(panel.get("panels", []))
+    return found
+
+
+def dashboard_queries(dashboard: dict[str, Any] | None = None, **substitutions: str) -> list[Query]:
+    """Every panel target's expression, variables substituted (see `grafana_substitute`)."""
+    dashboard = load_dashboard() if dashboard is None else dashboard
+    return [
+        Query(
+            f"panel {panel['title']!r} target {target.get('refId', '?')}",
+            grafana_substitute(target["expr"], **substitutions),
+        )
+        for panel in iter_panels(dashboard)
+        for target in panel.get("targets", [])
+    ]
+
+
+def variable_queries(dashboard: dict[str, Any] | None = None) -> list[Query]:
+    """The selectors inside the template variables' `label_values(SELECTOR, label)` queries."""
+    dashboard = load_dashboard() if dashboard is None else dashboard
+    found = []
+    for var in dashboard["templating"]["list"]:
+        if var["type"] != "query":
+            continue
+        query = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]
+        match = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", query.strip())
+        if match is None:
+            raise ValueError(f"variable {var['name']}: unsupported query {query!r}")
+        found.append(Query(f"variable {var['name']!r}", grafana_substitute(match.group(1))))
+    return found
+
+
+def alert_rules(path: Path = ALERTS_FILE) -> list[dict[str, Any]]:
+    """The alerting rules of every group in the rule file."""
+    groups = yaml.safe_load(path.read_text())["groups"]
+    return [rule for group in groups for rule in group["rules"] if "alert" in rule]
+
+
+def alert_expressions(path: Path = ALERTS_FILE) -> list[Query]:
+    """Every alert's expression, keyed by the alert's name."""
+    return [Query(f"alert {rule['alert']}", str(rule["expr"])) for rule in alert_rules(path)]
+
+
+def all_queries() -> list[Query]:
+    """Everything a live Prometheus should be able to evaluate."""
+    return dashboard_queries() + variable_queries() + alert_expressions()
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names an expression reads (a lexical approximation good for our queries).
+
+    Strips strings, label matchers, grouping clauses and range selectors, then takes every
+    identifier that is not a function call, keyword or number.
+    """
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    text = re.sub(r"\{[^}]*\}", " ", text)
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
+    text = re.sub(r"\[[^\]]*\]", " ", text)
+    names = set()
+    for match in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", text):
+        following = text[match.end() :].lstrip()
+        word = match.group(0)
+        if following.startswith("(") or word.lower() in PROMQL_KEYWORDS:
+            continue
+        if re.fullmatch(r"\d+[smhdwy]", word):
+            continue
+        names.add(word)
+    return names
