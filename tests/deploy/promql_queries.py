@@ -142,13 +142,12 @@ def metric_names(expr: str) -> set[str]:
     text = re.sub(r"\{[^}]*\}", " ", text)
     text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
     text = re.sub(r"\[[^\]]*\]", " ", text)
+    text = re.sub(r"(?<![A-Za-z0-9_:])[0-9][0-9.eE+]*(ms|[smhdwy])?", " ", text)  # numbers
     names = set()
     for match in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", text):
         following = text[match.end() :].lstrip()
         word = match.group(0)
         if following.startswith("(") or word.lower() in PROMQL_KEYWORDS:
-            continue
-        if re.fullmatch(r"\d+[smhdwy]", word):
             continue
         names.add(word)
     return names

@@ -1,0 +1,166 @@
+"""The Grafana dashboard: importable, every panel explained, every query well-formed."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from promql_queries import (
+    KNOWN_METRICS,
+    Query,
+    dashboard_queries,
+    grafana_substitute,
+    iter_panels,
+    load_dashboard,
+    metric_names,
+    variable_queries,
+)
+
+DEFAULT_TITLES = {"", "Panel Title", "New panel", "New Panel", "Row title", "New row"}
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+
+
+def panels(kind: Callable[[dict[str, Any]], bool] = lambda p: p["type"] != "row") -> list[Any]:
+    return [p for p in iter_panels(load_dashboard()) if kind(p)]
+
+
+def panel_id(panel: dict[str, Any]) -> str:
+    return str(panel.get("title") or panel["id"])
+
+
+def test_dashboard_is_importable_on_its_own() -> None:
+    dashboard = load_dashboard()
+    assert dashboard["__inputs"] == []  # no DS_* input: the sidecar would not fill it in
+    assert dashboard["uid"] == "widget-device-plugin"
+    assert dashboard["title"] == "Widget device plugin"
+    assert "id" not in dashboard or dashboard["id"] is None
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    for name in ("node", "resource"):
+        assert variables[name]["type"] == "query"
+        assert variables[name]["datasource"] == DATASOURCE
+        assert variables[name]["includeAll"] is True
+
+
+@pytest.mark.parametrize("panel", panels(), ids=panel_id)
+def test_every_panel_is_titled_described_and_has_a_unit(panel: dict[str, Any]) -> None:
+    assert panel["title"] not in DEFAULT_TITLES
+    assert len(panel["description"]) > 30
+    assert panel["fieldConfig"]["defaults"]["unit"]
+    assert panel["datasource"] == DATASOURCE
+    assert panel["targets"], "a panel without queries"
+    for target in panel["targets"]:
+        assert target["datasource"] == DATASOURCE
+        assert target["legendFormat"], "legend left to Grafana's default"
+
+
+def test_panel_titles_and_ids_are_unique() -> None:
+    every = iter_panels(load_dashboard())
+    titles = [p["title"] for p in every]
+    assert len(titles) == len(set(titles))
+    assert len({p["id"] for p in every}) == len(every)
+    assert all(p["title"] not in DEFAULT_TITLES for p in every)
+
+
+def test_panels_do_not_overlap() -> None:
+    cells: dict[tuple[int, int], str] = {}
+    for panel in iter_panels(load_dashboard()):
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24, panel["title"]
+        for x in range(grid["x"], grid["x"] + grid["w"]):
+            for y in range(grid["y"], grid["y"] + grid["h"]):
+                assert (x, y) not in cells, f"{panel['title']} overlaps {cells[(x, y)]}"
+                cells[(x, y)] = panel["title"]
+
+
+@pytest.mark.parametrize(
+    "metric",
+    [
+        "widget_devices",
+        "widget_allocations_total",
+        "widget_allocated_devices_total",
+        "widget_allocation_errors_total",
+        "widget_allocate_duration_seconds_bucket",
+        "widget_plugin_registered",
+        "widget_config_reloads_total",
+        "widget_devices_in_use",
+    ],
+)
+def test_the_required_metrics_are_on_the_dashboard(metric: str) -> None:
+    used = set().union(*(metric_names(q.expr) for q in dashboard_queries()))
+    assert metric in used
+
+
+def test_latency_panel_shows_p50_and_p99_from_the_histogram() -> None:
+    (latency,) = [p for p in panels() if "latency" in p["title"].lower()]
+    exprs = [t["expr"] for t in latency["targets"]]
+    assert any(e.startswith("histogram_quantile(0.5,") for e in exprs)
+    assert any(e.startswith("histogram_quantile(0.99,") for e in exprs)
+    assert all("by (le, resource)" in e for e in exprs)
+    assert latency["fieldConfig"]["defaults"]["unit"] == "s"
+
+
+def test_queries_filter_by_node_and_resource() -> None:
+    for panel in panels():
+        for target in panel["targets"]:
+            assert 'node=~"$node"' in target["expr"], panel["title"]
+            if "widget_config_" not in target["expr"]:
+                assert 'resource=~"$resource"' in target["expr"], panel["title"]
+
+
+@pytest.mark.parametrize("query", dashboard_queries() + variable_queries(), ids=lambda q: q.source)
+def test_queries_use_only_known_metrics(query: Query) -> None:
+    names = metric_names(query.expr)
+    assert names, f"no metric found in {query.expr}"
+    assert names <= KNOWN_METRICS, f"unknown metric(s) {names - KNOWN_METRICS}"
+
+
+def test_unknown_metrics_are_caught() -> None:
+    """The checker itself: a misspelt metric, or one hidden in a binary expression."""
+    assert metric_names('sum by (node) (rate(widget_alocations_total{a="b"}[5m]))') == {
+        "widget_alocations_total"
+    }
+    assert metric_names("widget_devices / on(node) group_left up") == {"widget_devices", "up"}
+    assert metric_names("count(x == 0) or vector(0)") == {"x"}
+    assert metric_names("a unless b offset 10m > 1e3") == {"a", "b"}
+
+
+def test_grafana_variables_are_substituted() -> None:
+    expr = 'rate(m{node=~"$node", resource=~"${resource}"}[$__rate_interval]) [$__range]'
+    assert grafana_substitute(expr, node="n1", resource="r") == (
+        'rate(m{node=~"n1", resource=~"r"}[1m]) [1h]'
+    )
+    with pytest.raises(ValueError, match="unsubstituted"):
+        grafana_substitute("m{x=~'$cluster'}")
+
+
+def test_every_query_is_valid_promql(promtool: str, tmp_path: Path) -> None:
+    """promtool parses each query, written as a recording rule."""
+    queries = dashboard_queries() + variable_queries()
+    rules = [{"record": f"dashboard:query_{i}", "expr": q.expr} for i, q in enumerate(queries)]
+    path = tmp_path / "dashboard-rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    done = subprocess.run(
+        [promtool, "check", "rules", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"SUCCESS: {len(rules)} rules found" in done.stdout
+
+
+def test_promtool_rejects_a_broken_query(promtool: str, tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    rule = {"record": "dashboard:broken", "expr": "sum by (node (widget_devices)"}
+    path.write_text(yaml.safe_dump({"groups": [{"name": "d", "rules": [rule]}]}))
+    done = subprocess.run(
+        [promtool, "check", "rules", str(path)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode != 0
