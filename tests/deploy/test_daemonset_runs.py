@@ -1,0 +1,166 @@
+"""The chart's container, run here: its args and env, a ConfigMap-shaped config directory,
+and the kubelet stand-in in place of the real kubelet.
+
+Shows that what the chart renders is what the supervisor understands: the WIDGET_* variables,
+the config path, the `/healthz` probe and `/metrics` on the named port, the allocation the
+`helm test` pod checks for, and a ConfigMap update reaching the running process (kubelet's
+atomic `..data` symlink swap), with no restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+from chart_render import REPO_ROOT, one, render
+
+from kubelet_standin import KubeletStandIn
+
+SNAFFLER = "ska-sdp.org/snaffler-v1"
+GIZMO = "ska-sdp.org/gizmo-mk2"
+CHART_CONFIG_DIR = "/etc/widget-plugin"
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http_get(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return int(response.status), response.read().decode()
+
+
+class ConfigMapDir:
+    """A directory laid out as kubelet lays out a ConfigMap volume, updated as kubelet does."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.generation = 0
+        root.mkdir()
+
+    def publish(self, text: str) -> None:
+        self.generation += 1
+        payload = self.root / f"..2026_01_01_00_00_0{self.generation}.000"
+        payload.mkdir()
+        (payload / "config.yaml").write_text(text)
+        (payload / "config.yaml").chmod(0o444)  # the chart's defaultMode
+        staging = self.root / "..data_tmp"
+        staging.symlink_to(payload.name)
+        staging.rename(self.root / "..data")  # atomic swap, as AtomicWriter does
+        link = self.root / "config.yaml"
+        if not link.is_symlink():
+            link.symlink_to("..data/config.yaml")
+
+
+def devices_yaml(*devices: tuple[str, str, str]) -> str:
+    lines = ["domain: ska-sdp.org", "devices:"]
+    for type_, model, path in devices:
+        lines += [f"  - type: {type_}", f"    model: {model}", f"    device: {path}"]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def chart_container(helm: str) -> dict[str, object]:
+    (container,) = one(render(helm), "DaemonSet")["spec"]["template"]["spec"]["containers"]
+    return dict(container)
+
+
+@pytest.fixture
+def supervisor_command(
+    chart_container: dict[str, object], short_tmp: Path
+) -> tuple[list[str], dict[str, str], ConfigMapDir, str]:
+    """The chart's container command and env, with host paths pointed into `short_tmp`."""
+    config_dir = ConfigMapDir(short_tmp / "config")
+    port = free_port()
+    env = {}
+    for item in chart_container["env"]:  # type: ignore[attr-defined]
+        if "valueFrom" in item:
+            assert item["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+            env[item["name"]] = "node-a"
+        else:
+            env[item["name"]] = item["value"]
+    assert env["WIDGET_METRICS_ADDRESS"] == "0.0.0.0:9464"
+    env["WIDGET_METRICS_ADDRESS"] = f"127.0.0.1:{port}"
+    assert env["WIDGET_PLUGIN_DIR"] == "/var/lib/kubelet/device-plugins"
+    env["WIDGET_PLUGIN_DIR"] = str(short_tmp / "device-plugins")
+    args = [
+        str(a).replace(CHART_CONFIG_DIR, str(config_dir.root))
+        for a in chart_container["args"]  # type: ignore[attr-defined]
+    ]
+    # The image's ENTRYPOINT is widget-supervisor; `python -m supervisor` is the same CLI.
+    return [sys.executable, "-m", "supervisor", *args], env, config_dir, f"http://127.0.0.1:{port}"
+
+
+Process = asyncio.subprocess.Process
+
+
+async def poll_http(url: str, process: Process, until: str, timeout: float = 15.0) -> str:
+    """GET `url` every 0.1 s until it answers 200 with `until` in the body."""
+    body = ""
+    for _ in range(int(timeout * 10)):
+        assert process.returncode is None, "the supervisor exited"
+        try:
+            status, body = await asyncio.to_thread(http_get, url)
+        except OSError:
+            status = 0
+        if status == 200 and until in body:
+            return body
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{url} never answered with {until!r}; last body:\n{body}")
+
+
+async def test_chart_container_serves_probes_metrics_and_reloads_live(
+    supervisor_command: tuple[list[str], dict[str, str], ConfigMapDir, str],
+    chart_container: dict[str, object],
+    short_tmp: Path,
+) -> None:
+    command, env, config_dir, base = supervisor_command
+    config_dir.publish(devices_yaml(("snaffler", "v1", "/dev/wibble1")))
+    kubelet = KubeletStandIn(short_tmp / "device-plugins")
+    await kubelet.start()
+    log = short_tmp / "supervisor.log"
+    with log.open("wb") as sink:
+        process = await asyncio.create_subprocess_exec(
+            *command, env={**os.environ, **env}, cwd=REPO_ROOT, stdout=sink, stderr=sink
+        )
+    try:
+        probe = chart_container["livenessProbe"]["httpGet"]  # type: ignore[index]
+        assert (await poll_http(base + probe["path"], process, "ok")).startswith("ok")
+        await kubelet.wait_registered([SNAFFLER])
+        registered = f'widget_plugin_registered{{resource="{SNAFFLER}"}} 1.0'
+        await poll_http(base + "/metrics", process, registered)
+
+        # What `helm test` checks in its pod.
+        response = await kubelet.allocate(SNAFFLER, count=1)
+        assert response.envs["WIDGET_VISIBLE_DEVICES"] == "/dev/wibble1"
+
+        # `helm upgrade` with one more device type: kubelet swaps the ConfigMap's `..data`.
+        config_dir.publish(
+            devices_yaml(("snaffler", "v1", "/dev/wibble1"), ("gizmo", "mk2", "/dev/gizmo0"))
+        )
+        await kubelet.wait_registered([GIZMO], timeout=15)
+        reloaded = 'widget_config_reloads_total{result="success"} 1.0'
+        await poll_http(base + "/metrics", process, reloaded)
+        assert process.returncode is None, "the config change restarted the supervisor"
+    finally:
+        await kubelet.stop()
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), 15)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        print(log.read_text())  # pytest shows captured output only for a failure
+    assert process.returncode == 0, log.read_text()
+    assert '"level": "info"' in log.read_text(), "the chart asks for json logs"
