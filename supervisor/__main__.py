@@ -1,0 +1,5 @@
+"""``python -m supervisor`` is ``widget-supervisor``."""
+
+from supervisor.cli import main
+
+main()

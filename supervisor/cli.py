@@ -1,0 +1,243 @@
+"""The ``widget-supervisor`` command line: run, validate, resources, kubelet, demo.
+
+Validates input at the boundary and turns domain errors into one clear message and
+an exit code (1: bad config, 2: bad usage, 3: metrics address unavailable); users
+never see a traceback for a mistake of theirs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from plugin_worker.api import DEFAULT_PLUGIN_DIR
+from plugin_worker.k8s_names import dns1123_subdomain_problems
+from supervisor import __version__
+from supervisor.config import DEFAULT_DOMAIN, Config, load_config
+from supervisor.errors import ConfigError
+from supervisor.http import AddressError, parse_address
+from supervisor.logs import setup_logging
+
+EXIT_CONFIG = 1
+EXIT_ADDRESS = 3
+F = TypeVar("F", bound=Callable[..., Any])
+BUNDLED_EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "examples" / "multi.yml"
+
+
+def _check_domain(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    problems = dns1123_subdomain_problems(value)
+    if problems:
+        raise click.BadParameter(f"{value!r} {problems[0]}")
+    return value
+
+
+def _check_address(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        parse_address(value)
+    except AddressError as error:
+        raise click.BadParameter(str(error)) from None
+    return value
+
+
+def _config_option(**kwargs: Any) -> Callable[[F], F]:
+    return click.option(
+        "--config",
+        type=click.Path(path_type=Path, dir_okay=False),
+        envvar="WIDGET_CONFIG",
+        show_envvar=True,
+        help="The devices file (YAML).",
+        **kwargs,
+    )
+
+
+_domain_option = click.option(
+    "--domain", default=DEFAULT_DOMAIN, show_default=True, envvar="WIDGET_DOMAIN",
+    show_envvar=True, callback=_check_domain,
+    help="Resource domain for configs without a top-level 'domain:'.",
+)  # fmt: skip
+_strict_option = click.option(
+    "--strict-perms/--no-strict-perms", default=True, show_default=True,
+    envvar="WIDGET_STRICT_PERMS", show_envvar=True,
+    help="Refuse a config file writable by group/others or owned by another user.",
+)  # fmt: skip
+_log_options = [
+    click.option(
+        "--log-level", type=click.Choice(["debug", "info", "warning", "error"],
+        case_sensitive=False), default="info", show_default=True, envvar="WIDGET_LOG_LEVEL",
+        show_envvar=True,
+    ),
+    click.option(
+        "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+        envvar="WIDGET_LOG_FORMAT", show_envvar=True,
+    ),
+]  # fmt: skip
+
+
+def _with_logging(f: F) -> F:
+    for option in reversed(_log_options):
+        f = option(f)
+    return f
+
+
+def _load_or_exit(path: Path, domain: str, strict_perms: bool) -> Config:
+    try:
+        return load_config(path, default_domain=domain, strict_perms=strict_perms)
+    except ConfigError as error:
+        click.echo(f"error: invalid config\n{error}", err=True)
+        sys.exit(EXIT_CONFIG)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="widget-supervisor")
+def main() -> None:
+    """Advertise mock devices to kubelet: one device-plugin server per device type and model."""
+
+
+@main.command()
+@_config_option(required=True)
+@click.option(
+    "--plugin-dir", type=click.Path(path_type=Path, file_okay=False), default=DEFAULT_PLUGIN_DIR,
+    show_default=True, envvar="WIDGET_PLUGIN_DIR", show_envvar=True,
+    help="kubelet's device-plugin directory (holds kubelet.sock).",
+)  # fmt: skip
+@click.option(
+    "--metrics-address", default="0.0.0.0:9464", show_default=True,
+    envvar="WIDGET_METRICS_ADDRESS", show_envvar=True, callback=_check_address,
+    help="HOST:PORT serving /metrics and /healthz.",
+)  # fmt: skip
+@_with_logging
+@_domain_option
+@_strict_option
+def run(
+    config: Path,
+    plugin_dir: Path,
+    metrics_address: str,
+    log_level: str,
+    log_format: str,
+    domain: str,
+    strict_perms: bool,
+) -> None:
+    """Serve every resource in CONFIG to kubelet until SIGTERM/SIGINT; SIGHUP reloads."""
+    from supervisor.runtime import Settings, Supervisor
+
+    setup_logging(log_level, log_format)
+    settings = Settings(
+        config=config.absolute(),
+        plugin_dir=plugin_dir.absolute(),
+        metrics_address=metrics_address,
+        domain=domain,
+        strict_perms=strict_perms,
+    )
+    try:
+        asyncio.run(Supervisor(settings).run())
+    except ConfigError as error:
+        click.echo(f"error: invalid config; nothing started\n{error}", err=True)
+        sys.exit(EXIT_CONFIG)
+    except AddressError as error:
+        click.echo(f"error: {error} (choose another --metrics-address)", err=True)
+        sys.exit(EXIT_ADDRESS)
+
+
+@main.command()
+@_config_option(required=True)
+@_domain_option
+@_strict_option
+def validate(config: Path, domain: str, strict_perms: bool) -> None:
+    """Check CONFIG and summarise what it would advertise (exit 1 on any problem)."""
+    loaded = _load_or_exit(config, domain, strict_perms)
+    click.echo(f"{config}: OK: {len(loaded.resources)} resources, {loaded.device_count} devices")
+    for spec in loaded.resources:
+        count = len(spec.devices)
+        click.echo(f"  {spec.name}: {count} device{'' if count == 1 else 's'}")
+
+
+@main.command()
+@_config_option(required=True)
+@click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)  # fmt: skip
+@_domain_option
+@_strict_option
+def resources(config: Path, output: str, domain: str, strict_perms: bool) -> None:
+    """Show the resources and device IDs CONFIG would advertise."""
+    loaded = _load_or_exit(config, domain, strict_perms)
+    if output == "json":
+        document = {
+            "domain": loaded.domain,
+            "resources": [
+                {
+                    "name": spec.name,
+                    "envPrefix": spec.env_prefix,
+                    "devices": [
+                        {"id": d.id, "path": d.path, "health": d.health} for d in spec.devices
+                    ],
+                }
+                for spec in loaded.resources
+            ],
+        }
+        click.echo(json.dumps(document, indent=2))
+        return
+    rows = [("RESOURCE", "DEVICE ID", "PATH", "HEALTH")]
+    rows += [(s.name, d.id, d.path, d.health) for s in loaded.resources for d in s.devices]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for row in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+@main.command()
+@click.option(
+    "--plugin-dir", type=click.Path(path_type=Path, file_okay=False), required=True,
+    envvar="WIDGET_PLUGIN_DIR", show_envvar=True,
+    help="Directory to serve kubelet.sock in (point `run --plugin-dir` at the same one).",
+)  # fmt: skip
+@click.option(
+    "--allocate", "allocations", multiple=True, metavar="RESOURCE[=COUNT]",
+    help="Once RESOURCE registers, allocate COUNT devices (default 1) and print the result.",
+)  # fmt: skip
+@_with_logging
+def kubelet(
+    plugin_dir: Path, allocations: tuple[str, ...], log_level: str, log_format: str
+) -> None:
+    """A local kubelet stand-in: registration server, ListAndWatch, Allocate, live table."""
+    from supervisor.demo import run_kubelet
+
+    setup_logging(log_level, log_format)
+    wanted: dict[str, int] = {}
+    for item in allocations:
+        name, _, count = item.partition("=")
+        if count and not count.isdigit():
+            raise click.BadParameter(f"{item!r}: COUNT must be a number", param_hint="--allocate")
+        wanted[name] = int(count or 1)
+    asyncio.run(run_kubelet(plugin_dir.absolute(), wanted))
+
+
+@main.command()
+@_config_option(default=BUNDLED_EXAMPLE, show_default=True)
+@click.option(
+    "--metrics-address", default="127.0.0.1:9464", show_default=True, callback=_check_address,
+    help="HOST:PORT for the demo's /metrics and /healthz.",
+)  # fmt: skip
+@click.option("--duration", type=click.FloatRange(min=0), default=None,
+              help="Stop after this many seconds instead of waiting for Ctrl-C.")  # fmt: skip
+@_with_logging
+def demo(
+    config: Path, metrics_address: str, duration: float | None, log_level: str, log_format: str
+) -> None:
+    """The supervisor and the kubelet stand-in together in a temp dir, with a sample allocation."""
+    from supervisor.demo import run_demo
+
+    setup_logging(log_level, log_format)
+    loaded = _load_or_exit(config, DEFAULT_DOMAIN, strict_perms=False)
+    names = [spec.name for spec in loaded.resources]
+    try:
+        asyncio.run(run_demo(config.absolute(), names, metrics_address, duration))
+    except AddressError as error:
+        click.echo(f"error: {error} (choose another --metrics-address)", err=True)
+        sys.exit(EXIT_ADDRESS)
+    except KeyboardInterrupt:
+        pass

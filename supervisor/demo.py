@@ -1,0 +1,110 @@
+"""`widget-supervisor kubelet` and `widget-supervisor demo`: try it without a cluster.
+
+Both run on one event loop with the real gRPC servers over real unix sockets; the
+demo runs the supervisor and the kubelet stand-in side by side in a temp dir.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import tempfile
+from pathlib import Path
+
+import click
+
+from kubelet_standin import KubeletStandIn
+from kubelet_standin.console import allocation_text, resource_table
+from supervisor.runtime import Settings, Supervisor
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def run_kubelet(plugin_dir: Path, allocations: dict[str, int]) -> None:
+    """Serve kubelet.sock, print the table on every change, allocate when asked."""
+    stop = asyncio.Event()
+    last_table = ""
+    pending = dict(allocations)
+
+    def changed() -> None:
+        nonlocal last_table
+        table = resource_table(kubelet)
+        if table != last_table:
+            last_table = table
+            click.echo(table + "\n")
+        for name in [n for n in pending if n in kubelet.plugins and kubelet.plugins[n].devices]:
+            asyncio.get_running_loop().create_task(allocate(name, pending.pop(name)))
+
+    async def allocate(name: str, count: int) -> None:
+        try:
+            response = await kubelet.allocate(name, count=count)
+        except Exception as error:  # shown to the user; the stand-in keeps serving
+            click.echo(f"allocation from {name} failed: {error}", err=True)
+            return
+        click.echo(allocation_text(name, response))
+        changed()
+
+    kubelet = KubeletStandIn(plugin_dir, on_change=changed)
+    await kubelet.start()
+    click.echo(f"kubelet stand-in serving {kubelet.socket_path}; Ctrl-C stops")
+    _stop_on_signals(stop)
+    await stop.wait()
+    await kubelet.stop()
+
+
+async def run_demo(
+    config: Path, resources: list[str], metrics_address: str, duration: float | None
+) -> None:
+    """Run both sides until Ctrl-C (or `duration`), showing what kubelet would see."""
+    with tempfile.TemporaryDirectory(prefix="widget-demo-") as tmp:
+        plugin_dir = Path(tmp) / "device-plugins"
+        kubelet = KubeletStandIn(plugin_dir)
+        await kubelet.start()
+        supervisor = Supervisor(
+            Settings(
+                config=config,
+                plugin_dir=plugin_dir,
+                metrics_address=metrics_address,
+                domain="ska-sdp.org",
+                strict_perms=False,
+            )
+        )
+        task = asyncio.create_task(supervisor.run(handle_signals=False), name="supervisor")
+        try:
+            await _show(kubelet, supervisor, config, resources, duration)
+        finally:
+            supervisor.request_stop()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await kubelet.stop()
+
+
+async def _show(
+    kubelet: KubeletStandIn,
+    supervisor: Supervisor,
+    config: Path,
+    expected: list[str],
+    duration: float | None,
+) -> None:
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    await kubelet.wait_registered(expected, timeout=15)
+    click.echo(f"\nwidget-supervisor is serving {config}")
+    click.echo(f"plugin dir: {kubelet.plugin_dir}\n")
+    click.echo(resource_table(kubelet) + "\n")
+    for name in expected:
+        response = await kubelet.allocate(name, count=1)
+        click.echo(allocation_text(name, response) + "\n")
+    host, port = supervisor.metrics_address or ("?", 0)
+    click.echo(f"metrics: http://{host}:{port}/metrics   health: http://{host}:{port}/healthz")
+    if duration is None:
+        click.echo("serving until Ctrl-C")
+        await stop.wait()
+    else:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), duration)

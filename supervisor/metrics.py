@@ -1,0 +1,163 @@
+"""Prometheus metrics: declarations, scrape-time state, and the `WorkerEvents` sink.
+
+The metric names and labels are an interface that dashboards and alerts use; change
+them only with those. Values that describe current state (devices, registration)
+are computed at scrape time from the supervisor's snapshot, never stored twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from plugin_worker.api import HEALTHY, UNHEALTHY, Device
+from supervisor import __version__
+
+ALLOCATE_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceState:
+    """What a scrape needs to know of one running resource."""
+
+    name: str
+    devices: tuple[Device, ...]
+    registered: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorState:
+    resources: tuple[ResourceState, ...]
+    config_ok: bool
+    """False while the newest config on disk was rejected and an older one serves."""
+
+
+class _StateCollector(Collector):
+    def __init__(self, snapshot: Callable[[], SupervisorState]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        state = self._snapshot()
+        devices = GaugeMetricFamily(
+            "widget_devices",
+            "Mock devices advertised to kubelet, by resource and health (Healthy or Unhealthy).",
+            labels=["resource", "health"],
+        )
+        registered = GaugeMetricFamily(
+            "widget_plugin_registered",
+            "1 while the resource's device-plugin server is registered with kubelet, else 0.",
+            labels=["resource"],
+        )
+        for resource in state.resources:
+            healthy = sum(1 for d in resource.devices if d.health == HEALTHY)
+            devices.add_metric([resource.name, HEALTHY], healthy)
+            devices.add_metric([resource.name, UNHEALTHY], len(resource.devices) - healthy)
+            registered.add_metric([resource.name], 1 if resource.registered else 0)
+        yield devices
+        yield registered
+        yield GaugeMetricFamily(
+            "widget_config_last_reload_successful",
+            "1 if the config on disk is the one being served, 0 if the newest one was rejected.",
+            value=1 if state.config_ok else 0,
+        )
+        info = GaugeMetricFamily(
+            "widget_build_info", "The running widget-supervisor version (value is always 1).",
+            labels=["version"],
+        )  # fmt: skip
+        info.add_metric([__version__], 1)
+        yield info
+
+
+class Metrics:
+    """All metrics of one supervisor, in one registry; also its `WorkerEvents` sink."""
+
+    def __init__(
+        self, snapshot: Callable[[], SupervisorState], registry: CollectorRegistry | None = None
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.allocations = Counter(
+            "widget_allocations_total",
+            "Container allocation requests served by Allocate (one per container).",
+            ["resource"], registry=r,
+        )  # fmt: skip
+        self.allocated_devices = Counter(
+            "widget_allocated_devices_total",
+            "Device IDs handed out to containers by successful Allocate calls.",
+            ["resource"], registry=r,
+        )  # fmt: skip
+        self.allocation_errors = Counter(
+            "widget_allocation_errors_total",
+            "Allocate calls refused, by reason (unknown_device, invalid_request, ...).",
+            ["resource", "reason"], registry=r,
+        )  # fmt: skip
+        self.allocate_duration = Histogram(
+            "widget_allocate_duration_seconds",
+            "Time spent serving one Allocate call, in seconds.",
+            ["resource"], buckets=ALLOCATE_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.registrations = Counter(
+            "widget_registrations_total",
+            "Successful registrations with kubelet (more than one means kubelet restarted).",
+            ["resource"], registry=r,
+        )  # fmt: skip
+        self.config_reloads = Counter(
+            "widget_config_reloads_total",
+            "Config reloads attempted after start-up, by result (success or failure).",
+            ["result"], registry=r,
+        )  # fmt: skip
+        for result in ("success", "failure"):
+            self.config_reloads.labels(result)
+        self._error_reasons: dict[str, set[str]] = {}
+        r.register(_StateCollector(snapshot))
+
+    # -- WorkerEvents ---------------------------------------------------------------
+
+    def allocated(self, resource: str, *, containers: int, devices: int, seconds: float) -> None:
+        self.allocations.labels(resource).inc(containers)
+        self.allocated_devices.labels(resource).inc(devices)
+        self.allocate_duration.labels(resource).observe(seconds)
+
+    def allocation_failed(self, resource: str, *, reason: str, seconds: float) -> None:
+        self._error_reasons.setdefault(resource, set()).add(reason)
+        self.allocation_errors.labels(resource, reason).inc()
+        self.allocate_duration.labels(resource).observe(seconds)
+
+    def registration_changed(self, resource: str, *, registered: bool) -> None:
+        if registered:
+            self.registrations.labels(resource).inc()
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def resource_added(self, resource: str) -> None:
+        """Start the resource's counters at 0 so rates and alerts see it from the start."""
+        self.allocations.labels(resource)
+        self.allocated_devices.labels(resource)
+        self.registrations.labels(resource)
+
+    def resource_removed(self, resource: str) -> None:
+        """Drop every series of a resource that is no longer configured."""
+        for metric in (
+            self.allocations,
+            self.allocated_devices,
+            self.allocate_duration,
+            self.registrations,
+        ):
+            _remove(metric, resource)
+        for reason in self._error_reasons.pop(resource, set()):
+            _remove(self.allocation_errors, resource, reason)
+
+    def reloaded(self, *, ok: bool) -> None:
+        self.config_reloads.labels("success" if ok else "failure").inc()
+
+
+def _remove(metric: Counter | Histogram, *labels: str) -> None:
+    with contextlib.suppress(KeyError):
+        metric.remove(*labels)

@@ -1,0 +1,338 @@
+"""The running supervisor: one worker per resource, kept in step with config and kubelet.
+
+Owns lifecycle and ordering: start-up (config, metrics endpoint, watches, workers),
+reload by reconciliation, reaction to kubelet restarts and vanished sockets, signals,
+and an orderly shutdown with a deadline. Parsing, planning and serving live elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import signal
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from plugin_worker.api import KUBELET_SOCKET, ResourceSpec
+from plugin_worker.worker import PluginWorker, WorkerError
+from supervisor.config import Config, parse_config, read_config
+from supervisor.errors import ConfigError
+from supervisor.http import MetricsServer
+from supervisor.metrics import Metrics, ResourceState, SupervisorState
+from supervisor.reconcile import plan
+from supervisor.watch import (
+    CREATE,
+    DELETE,
+    DELETE_SELF,
+    ISDIR,
+    MOVE_SELF,
+    MOVED_FROM,
+    MOVED_TO,
+    Q_OVERFLOW,
+    DirectoryWatcher,
+)
+
+logger = logging.getLogger(__name__)
+
+CONFIG_SETTLE = 0.005
+"""Events arrive in bursts (a ConfigMap swap is five); read the file once per burst."""
+STOP_GRACE = 2.0
+STOP_DEADLINE = 4.5
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    config: Path
+    plugin_dir: Path
+    metrics_address: str
+    domain: str
+    strict_perms: bool = True
+
+
+class Supervisor:
+    """Runs until `request_stop`; see the module docstring for what it owns."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.workers: dict[str, PluginWorker] = {}
+        self.failed: dict[str, ResourceSpec] = {}
+        self.metrics = Metrics(self._snapshot)
+        self.metrics_address: tuple[str, int] | None = None
+        self._http = MetricsServer(self.metrics.registry, self._health)
+        self._watcher: DirectoryWatcher | None = None
+        self._config_key: tuple[str, int, int] | None = None
+        self._config_ok = True
+        self._stopping = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self._pending_check: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._plugin_dir_missing = False
+
+    # -- public --------------------------------------------------------------------
+
+    async def run(self, *, handle_signals: bool = True) -> None:
+        """Serve until SIGTERM/SIGINT or `request_stop`; raises ConfigError on a bad start.
+
+        `handle_signals=False` leaves SIGTERM/SIGINT/SIGHUP to an embedding program.
+        """
+        config = self._load()
+        self.metrics_address = await self._http.start(self.settings.metrics_address)
+        logger.info("metrics on http://%s:%d/metrics", *self.metrics_address)
+        try:
+            self.settings.plugin_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+            self._watcher = DirectoryWatcher(self._on_event)
+            self._watch_config()
+            self._watcher.watch(self.settings.plugin_dir)
+            await self._apply(config)
+            if handle_signals:
+                self._install_signal_handlers()
+            await self._stopping.wait()
+        finally:
+            await self._shutdown(handle_signals=handle_signals)
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def reload(self, *, force: bool = False) -> None:
+        """Re-read the config; apply it if it changed (or always, with `force`)."""
+        async with self._reload_lock:
+            await self._reload(force=force)
+
+    # -- config --------------------------------------------------------------------
+
+    def _load(self) -> Config:
+        path = self.settings.config
+        data = read_config(path, strict_perms=self.settings.strict_perms)
+        config = parse_config(data, source=str(path), default_domain=self.settings.domain)
+        self._config_key = self._key(data)
+        logger.info(
+            "loaded %s: %d resources, %d devices",
+            path,
+            len(config.resources),
+            config.device_count,
+        )
+        return config
+
+    def _key(self, data: bytes) -> tuple[str, int, int]:
+        # Permissions are part of what was checked, so a chmod alone is a change too.
+        try:
+            st = os.stat(self.settings.config)
+            mode, uid = st.st_mode, st.st_uid
+        except OSError:
+            mode, uid = -1, -1
+        return hashlib.sha256(data).hexdigest(), mode, uid
+
+    async def _reload(self, *, force: bool) -> None:
+        path = self.settings.config
+        try:
+            data = read_config(path, strict_perms=self.settings.strict_perms)
+        except ConfigError as error:
+            # Unreadable or refused before parsing: report once per state, not per event.
+            key = (str(error), -1, -1)
+            if key != self._config_key or force:
+                self._config_key = key
+                self._reject(error)
+            return
+        key = self._key(data)
+        if key == self._config_key and not force:
+            return
+        self._config_key = key
+        try:
+            config = parse_config(data, source=str(path), default_domain=self.settings.domain)
+        except ConfigError as error:
+            self._reject(error)
+            return
+        self._config_ok = True
+        self.metrics.reloaded(ok=True)
+        await self._apply(config, reason="reloaded")
+
+    def _reject(self, error: ConfigError) -> None:
+        self._config_ok = False
+        self.metrics.reloaded(ok=False)
+        logger.error(
+            "rejected config %s; still serving the last good config:\n%s",
+            self.settings.config,
+            error,
+        )
+
+    def _watch_config(self) -> None:
+        """Watch the config's directory and, if it is a symlink, its target's directory.
+
+        A ConfigMap mount is ``config.yaml -> ..data/config.yaml`` with ``..data`` a
+        symlink that kubelet swaps by rename; the swap is a MOVED_TO in the directory.
+        """
+        assert self._watcher is not None
+        path = self.settings.config.absolute()
+        wanted = {path.parent, Path(os.path.realpath(path)).parent}
+        for directory in self._watcher.watched:
+            if directory not in wanted and directory != self.settings.plugin_dir:
+                self._watcher.unwatch(directory)
+        for directory in wanted:
+            self._watcher.watch(directory)
+
+    def _schedule_config_check(self) -> None:
+        if self._pending_check is None:
+            loop = asyncio.get_running_loop()
+            self._pending_check = loop.call_later(CONFIG_SETTLE, self._run_config_check)
+
+    def _run_config_check(self) -> None:
+        self._pending_check = None
+        self._spawn(self.reload(), "config-reload")
+
+    # -- workers -------------------------------------------------------------------
+
+    async def _apply(self, config: Config, reason: str = "started") -> None:
+        desired = {spec.name: spec for spec in config.resources}
+        running = {name: worker.spec for name, worker in self.workers.items()}
+        steps = plan(desired, running)
+        self.failed = {n: s for n, s in self.failed.items() if n in desired}
+        await asyncio.gather(*(self._stop_worker(name) for name in steps.stop))
+        for spec in steps.update:
+            self.workers[spec.name].update(spec)
+            logger.info("[%s] device list changed: %d devices", spec.name, len(spec.devices))
+        await asyncio.gather(*(self._start_worker(spec) for spec in steps.start))
+        self._watch_config()
+        logger.info("%s %s: %s", reason, self.settings.config, steps.summary())
+
+    async def _start_worker(self, spec: ResourceSpec) -> None:
+        worker = PluginWorker(spec, plugin_dir=self.settings.plugin_dir, events=self.metrics)
+        self.metrics.resource_added(spec.name)
+        try:
+            await worker.start()
+        except (WorkerError, OSError) as error:
+            self.failed[spec.name] = spec
+            logger.error(
+                "[%s] cannot serve: %s; will retry on the next config change or SIGHUP",
+                spec.name,
+                error,
+            )
+            return
+        self.failed.pop(spec.name, None)
+        self.workers[spec.name] = worker
+        logger.info(
+            "[%s] serving %d devices on %s", spec.name, len(spec.devices), worker.socket_name
+        )
+
+    async def _stop_worker(self, name: str) -> None:
+        worker = self.workers.pop(name)
+        await worker.stop(STOP_GRACE)
+        self.metrics.resource_removed(name)
+
+    # -- filesystem events ---------------------------------------------------------
+
+    def _on_event(self, directory: Path, name: str, mask: int) -> None:
+        if directory == self.settings.plugin_dir:
+            self._on_plugin_dir_event(name, mask)
+        elif (
+            directory == self.settings.plugin_dir.parent
+            and name == self.settings.plugin_dir.name
+            and mask & (CREATE | MOVED_TO)
+            and mask & ISDIR
+        ):
+            self._plugin_dir_returned()
+        if directory != self.settings.plugin_dir and self._config_event(directory, name, mask):
+            self._schedule_config_check()
+
+    def _config_event(self, directory: Path, name: str, mask: int) -> bool:
+        # Any event may mean a change (the content key decides), except the creation
+        # of a regular file: it is empty until written, and CLOSE_WRITE follows.
+        if mask == CREATE:
+            return (directory / name).is_symlink()
+        return True
+
+    def _on_plugin_dir_event(self, name: str, mask: int) -> None:
+        if mask & (DELETE_SELF | MOVE_SELF):
+            self._plugin_dir_gone()
+        elif name == KUBELET_SOCKET and mask & (CREATE | MOVED_TO):
+            logger.info("kubelet (re)started: %s appeared; registering every resource", name)
+            for worker in self.workers.values():
+                worker.kubelet_restarted()
+        elif mask & (DELETE | MOVED_FROM | Q_OVERFLOW):
+            for worker in self.workers.values():
+                if mask & Q_OVERFLOW or worker.socket_name == name:
+                    worker.socket_removed()
+
+    def _plugin_dir_gone(self) -> None:
+        assert self._watcher is not None
+        logger.warning(
+            "plugin dir %s was removed; waiting for it to return", self.settings.plugin_dir
+        )
+        self._watcher.unwatch(self.settings.plugin_dir)
+        self._watcher.watch(self.settings.plugin_dir.parent)
+        if self.settings.plugin_dir.is_dir():  # it came back before we looked
+            self._plugin_dir_returned()
+
+    def _plugin_dir_returned(self) -> None:
+        assert self._watcher is not None
+        if self._watcher.watch(self.settings.plugin_dir):
+            logger.info("plugin dir %s is back; recreating sockets", self.settings.plugin_dir)
+            for worker in self.workers.values():
+                worker.socket_removed()
+                if (self.settings.plugin_dir / KUBELET_SOCKET).exists():
+                    worker.kubelet_restarted()
+
+    # -- signals, tasks, shutdown --------------------------------------------------
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_stop_signal, sig)
+        loop.add_signal_handler(signal.SIGHUP, self._on_hup)
+
+    def _on_stop_signal(self, sig: signal.Signals) -> None:
+        logger.info("%s received; stopping every resource", sig.name)
+        self.request_stop()
+
+    def _on_hup(self) -> None:
+        logger.info("SIGHUP received; reloading %s", self.settings.config)
+        self._spawn(self.reload(force=True), "sighup-reload")
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("task %s crashed", task.get_name(), exc_info=task.exception())
+
+    async def _shutdown(self, *, handle_signals: bool) -> None:
+        if handle_signals:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+        if self._pending_check is not None:
+            self._pending_check.cancel()
+        if self._watcher is not None:
+            self._watcher.close()
+            self._watcher = None
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            async with asyncio.timeout(STOP_DEADLINE):
+                await asyncio.gather(*(self._stop_worker(n) for n in list(self.workers)))
+        except TimeoutError:
+            logger.error("workers did not stop within %.1f s; exiting anyway", STOP_DEADLINE)
+        await self._http.stop()
+        logger.info("stopped")
+
+    # -- state for metrics and health ----------------------------------------------
+
+    def _snapshot(self) -> SupervisorState:
+        states = [
+            ResourceState(name=w.name, devices=w.spec.devices, registered=w.registered)
+            for w in self.workers.values()
+        ]
+        states += [ResourceState(name=s.name, devices=s.devices, registered=False)
+                   for s in self.failed.values()]  # fmt: skip
+        return SupervisorState(resources=tuple(states), config_ok=self._config_ok)
+
+    def _health(self) -> tuple[bool, str]:
+        registered = sum(1 for w in self.workers.values() if w.registered)
+        return True, f"ok: {len(self.workers)} resources served, {registered} registered"

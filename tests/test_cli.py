@@ -1,0 +1,124 @@
+"""The command line, through click's CliRunner and (for demo) as a real process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from supervisor import __version__
+from supervisor.cli import main
+
+
+def invoke(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args), env=env)
+    assert "Traceback" not in result.output
+    return result.exit_code, result.output
+
+
+def test_version() -> None:
+    assert invoke("--version") == (0, f"widget-supervisor, version {__version__}\n")
+
+
+def test_validate_summarises(examples: Path) -> None:
+    code, output = invoke("validate", "--config", str(examples / "multi.yml"))
+    assert code == 0
+    assert "OK: 4 resources, 8 devices" in output
+    assert "  ska-sdp.org/doohickey-a100: 1 device\n" in output
+
+
+def test_validate_reports_every_problem_and_exits_1(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yml"
+    bad.write_text("devices:\n- type: a\n  model: 1\n  device: x\n")
+    code, output = invoke("validate", "--config", str(bad))
+    assert code == 1
+    assert f"{bad}:3: devices[0].model: must be a non-empty string" in output
+    assert f"{bad}:4: devices[0].device: must be an absolute path" in output
+
+
+def test_config_from_environment(examples: Path) -> None:
+    code, output = invoke("validate", env={"WIDGET_CONFIG": str(examples / "widget.yml"),
+                                           "WIDGET_DOMAIN": "acme.io"})  # fmt: skip
+    assert code == 0
+    assert "acme.io/snaffler-v1: 2 devices" in output
+
+
+def test_strict_perms_env_switch(tmp_path: Path, examples: Path) -> None:
+    config = tmp_path / "c.yml"
+    config.write_bytes((examples / "widget.yml").read_bytes())
+    config.chmod(0o666)
+    assert invoke("validate", "--config", str(config))[0] == 1
+    assert invoke("validate", "--config", str(config), env={"WIDGET_STRICT_PERMS": "false"})[0] == 0
+
+
+def test_resources_table_and_json(examples: Path) -> None:
+    code, table = invoke("resources", "--config", str(examples / "widget.yml"))
+    assert code == 0
+    assert table.splitlines()[1].split() == [
+        "ska-sdp.org/snaffler-v1", "snaffler-v1-wibble1", "/dev/wibble1", "Healthy",
+    ]  # fmt: skip
+    code, text = invoke("resources", "--config", str(examples / "widget.yml"), "-o", "json")
+    document = json.loads(text)
+    assert [r["name"] for r in document["resources"]] == [
+        "ska-sdp.org/snaffler-v1", "ska-sdp.org/snaffler-v2",
+    ]  # fmt: skip
+    assert document["resources"][1]["devices"] == [
+        {"id": "snaffler-v2-wibble3", "path": "/dev/wibble3", "health": "Healthy"}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--config", "x.yml", "--metrics-address", "nope"], "is not HOST:PORT"),
+        (["run", "--config", "x.yml", "--domain", "Bad_Domain"], "must consist of lower case"),
+        (["run", "--config", "x.yml", "--log-format", "xml"], "'xml' is not one of"),
+        (["run"], "Missing option '--config'"),
+        (["kubelet", "--plugin-dir", "/tmp", "--allocate", "a/b=x"], "COUNT must be a number"),
+    ],
+    ids=["address", "domain", "log-format", "no-config", "allocate-count"],
+)
+def test_usage_errors_exit_2(args: list[str], message: str) -> None:
+    code, output = invoke(*args)
+    assert code == 2
+    assert message in output
+
+
+def test_run_with_a_missing_config_exits_1(tmp_path: Path) -> None:
+    code, output = invoke("run", "--config", str(tmp_path / "none.yml"), "--plugin-dir",
+                          str(tmp_path / "dp"), "--metrics-address", "127.0.0.1:0")  # fmt: skip
+    assert code == 1
+    assert "file does not exist" in output
+
+
+def test_run_with_a_taken_metrics_port_exits_3(tmp_path: Path, examples: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, output = invoke("run", "--config", str(examples / "widget.yml"), "--plugin-dir",
+                              str(tmp_path / "dp"), "--metrics-address", f"127.0.0.1:{port}")  # fmt: skip
+    assert code == 3
+    assert f"cannot listen on 127.0.0.1:{port}" in output
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "supervisor", "demo", "--duration", "0.5",
+         "--metrics-address", "127.0.0.1:0"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for name in ["snaffler-v1", "snaffler-v2", "gizmo-mk2", "doohickey-a100"]:
+        assert f"ska-sdp.org/{name}" in out
+        assert f"allocated from ska-sdp.org/{name}:" in out
+    assert "env WIDGET_GIZMO_MK2_VISIBLE_DEVICES=/dev/gizmo0" in out
+    assert "metrics: http://127.0.0.1:" in out

@@ -1,0 +1,72 @@
+"""The /metrics and /healthz endpoint, over real HTTP on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator
+
+import pytest
+
+from supervisor.http import AddressError, MetricsServer, parse_address
+from supervisor.metrics import Metrics, SupervisorState
+
+
+@pytest.fixture
+async def base_url() -> AsyncIterator[str]:
+    metrics = Metrics(lambda: SupervisorState(resources=(), config_ok=True))
+    server = MetricsServer(metrics.registry, lambda: (True, "ok: test"))
+    host, port = await server.start("127.0.0.1:0")
+    yield f"http://{host}:{port}"
+    await server.stop()
+
+
+async def fetch(url: str, method: str = "GET") -> tuple[int, str, str]:
+    def call() -> tuple[int, str, str]:
+        request = urllib.request.Request(url, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status, response.headers["Content-Type"], response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.headers["Content-Type"], error.read().decode()
+
+    return await asyncio.to_thread(call)
+
+
+async def test_metrics_and_health(base_url: str) -> None:
+    status, content_type, body = await fetch(base_url + "/metrics")
+    assert status == 200
+    assert content_type.startswith("text/plain; version=")
+    assert 'widget_config_reloads_total{result="failure"} 0.0' in body
+    assert "# HELP widget_allocations_total Container allocation requests" in body
+    assert (await fetch(base_url + "/healthz"))[::2] == (200, "ok: test\n")
+    assert (await fetch(base_url + "/healthz", "HEAD"))[0] == 200
+
+
+async def test_unknown_paths_and_methods(base_url: str) -> None:
+    assert (await fetch(base_url + "/nope"))[0] == 404
+    assert (await fetch(base_url + "/metrics", "POST"))[0] == 405
+
+
+async def test_garbage_request_gets_400_and_server_lives(base_url: str) -> None:
+    host, port = base_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"\x00\x01garbage\r\n\r\n")
+    assert (await reader.read()).startswith(b"HTTP/1.1 400")
+    writer.close()
+    assert (await fetch(base_url + "/healthz"))[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [("0.0.0.0:9464", ("0.0.0.0", 9464)), (":80", ("0.0.0.0", 80)), ("[::1]:9", ("::1", 9))],
+)
+def test_parse_address(address: str, expected: tuple[str, int]) -> None:
+    assert parse_address(address) == expected
+
+
+@pytest.mark.parametrize("address", ["9464", "host:", "host:99999", "host:x"])
+def test_parse_address_rejects(address: str) -> None:
+    with pytest.raises(AddressError):
+        parse_address(address)

@@ -1,0 +1,37 @@
+"""Reload planning is pure: stop what went, start what came, update what changed."""
+
+from __future__ import annotations
+
+from plugin_worker.api import Device, ResourceSpec
+from supervisor.reconcile import plan
+
+
+def spec(name: str, *ids: str) -> ResourceSpec:
+    return ResourceSpec(
+        name=name, devices=tuple(Device(i, f"/dev/{i}") for i in ids), env_prefix="WIDGET_X"
+    )
+
+
+def test_plan_stops_starts_updates_and_leaves_the_rest() -> None:
+    running = {s.name: s for s in [spec("d/a", "1"), spec("d/b", "2"), spec("d/c", "3")]}
+    desired = {s.name: s for s in [spec("d/a", "1"), spec("d/b", "2", "4"), spec("d/e", "5")]}
+    steps = plan(desired, running)
+    assert steps.stop == ("d/c",)
+    assert [s.name for s in steps.start] == ["d/e"]
+    assert [s.name for s in steps.update] == ["d/b"]
+    assert steps.unchanged == ("d/a",)
+    assert steps.summary() == "+1 resource, -1 resource, 1 updated, 1 unchanged"
+    assert not steps.empty
+
+
+def test_identical_config_is_an_empty_plan() -> None:
+    running = {s.name: s for s in [spec("d/a", "1", "2")]}
+    steps = plan(dict(running), running)
+    assert steps.empty
+    assert steps.summary() == "1 unchanged"
+
+
+def test_first_start_and_full_stop() -> None:
+    desired = {s.name: s for s in [spec("d/a", "1"), spec("d/b", "2")]}
+    assert plan(desired, {}).summary() == "+2 resources, 0 unchanged"
+    assert plan({}, desired).stop == ("d/a", "d/b")
