@@ -40,7 +40,7 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
   chmod 0755 /usr/sbin/policy-rc.d
   made_policy=1
 fi
-trap '[ "$made_policy" -eq 1 ] && rm -f /usr/sbin/policy-rc.d' EXIT
+trap 'if [ "$made_policy" -eq 1 ]; then rm -f /usr/sbin/policy-rc.d; fi' EXIT
 # Retry once after an update: lists present but stale give 404s on a machine kept for a while.
 if ! apt-get install -y -qq --no-install-recommends prometheus >/dev/null; then
   apt-get update -qq

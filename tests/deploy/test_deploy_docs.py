@@ -1,0 +1,27 @@
+"""The deployment docs keep up with the chart: every metric, alert and switch is described."""
+
+from __future__ import annotations
+
+import re
+
+from chart_render import REPO_ROOT
+from promql_queries import KNOWN_METRICS, alert_rules
+
+MONITORING = (REPO_ROOT / "docs" / "monitoring.md").read_text()
+DEPLOY = (REPO_ROOT / "docs" / "deploy.md").read_text()
+
+
+def test_every_metric_is_documented() -> None:
+    bases = {re.sub(r"_(bucket|sum|count)$", "", m) for m in KNOWN_METRICS}
+    missing = [m for m in sorted(bases) if f"`{m}" not in MONITORING]
+    assert not missing
+
+
+def test_every_alert_is_documented() -> None:
+    missing = [r["alert"] for r in alert_rules() if f"`{r['alert']}`" not in MONITORING]
+    assert not missing
+
+
+def test_walkthrough_covers_the_steps() -> None:
+    for step in ("docker build", "helm install", "jq '.items[]", "helm test", "Import"):
+        assert step in DEPLOY, step
