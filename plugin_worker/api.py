@@ -27,12 +27,49 @@ MAX_SOCKET_PATH = 107
 
 
 @dataclass(frozen=True, slots=True)
+class Fault:
+    """A scripted health fault, in seconds from when the device (or its fault) appeared.
+
+    Healthy until `unhealthy_after`; then unhealthy, or flapping with `flap_period`
+    (unhealthy first), until `recover_after` seconds later, if given; healthy after.
+    """
+
+    unhealthy_after: float = 0.0
+    recover_after: float | None = None
+    flap_period: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Device:
-    """One mock device: the ID kubelet sees, the host path it stands for, its health."""
+    """One advertised device: the ID kubelet sees, the host path it stands for, and more."""
 
     id: str
     path: str
     health: str = HEALTHY
+    """The configured health; scripted faults and a failing resource override it."""
+    numa: int | None = None
+    fault: Fault | None = None
+    replica_of: str | None = None
+    """For a shared resource: the ID of the physical device this replica stands for."""
+
+
+@dataclass(frozen=True, slots=True)
+class Mount:
+    container_path: str
+    host_path: str
+    read_only: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class AllocateFaults:
+    """Admission faults: slow or failing Allocate, for testing how kubelet copes."""
+
+    delay: float = 0.0
+    failure_rate: float = 0.0
+    seed: int | None = None
+
+
+PREFERRED_POLICIES = ("none", "packed", "spread")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +87,15 @@ class ResourceSpec:
     """Prefix of the resource-scoped environment variables, e.g. ``WIDGET_SNAFFLER_V1``."""
     labels: tuple[tuple[str, str], ...] = field(default=())
     """Free-form descriptive pairs (type, model) for logs and tables."""
+    envs: tuple[tuple[str, str], ...] = ()
+    mounts: tuple[Mount, ...] = ()
+    annotations: tuple[tuple[str, str], ...] = ()
+    cdi_kind: str | None = None
+    """When set, Allocate also returns CDI device names ``<cdi_kind>=<device ID>``."""
+    preferred_policy: str = "none"
+    allocate_faults: AllocateFaults = AllocateFaults()
+    failing: bool = False
+    """The whole resource reports every device Unhealthy."""
 
     def socket_name(self, plugin_dir: str) -> str:
         return socket_name_for(self.name, plugin_dir)

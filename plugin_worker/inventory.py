@@ -1,18 +1,24 @@
-"""The devices of one resource: current list, change notification, allocation logic.
+"""The devices of one resource: effective health over time, change notification, allocation.
 
-Owns what a container receives for a set of device IDs and which devices a
-preferred allocation picks. Knows nothing of gRPC or sockets: `server` translates.
+Owns what a container receives for a set of device IDs, which devices a preferred
+allocation picks, and when scripted health faults flip (a timer set for the exact
+next change, never a polling loop). Knows nothing of gRPC or sockets.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import stat
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from plugin_worker.api import Device, ResourceSpec
+from plugin_worker import preferred
+from plugin_worker.api import Device, Mount, ResourceSpec
+from plugin_worker.health import device_health
+
+logger = logging.getLogger(__name__)
 
 DEVICE_PERMISSIONS = "rw"
 _MAX_NAMED_IN_ERROR = 5
@@ -37,10 +43,13 @@ class UnknownDeviceError(AllocationError):
 
 @dataclass(frozen=True, slots=True)
 class ContainerAllocation:
-    """What one container receives: environment and the host device nodes to expose."""
+    """What one container receives."""
 
     envs: dict[str, str]
     device_nodes: tuple[str, ...]
+    mounts: tuple[Mount, ...] = ()
+    annotations: dict[str, str] | None = None
+    cdi_devices: tuple[str, ...] = ()
 
 
 def is_device_node(path: str) -> bool:
@@ -60,10 +69,14 @@ class Inventory:
     """The live device list of one resource and the allocation rules over it."""
 
     def __init__(self, spec: ResourceSpec) -> None:
+        self._loop = asyncio.get_running_loop()
         self._spec = spec
         self._by_id = {d.id: d for d in spec.devices}
+        self._since = dict.fromkeys(self._by_id, self._loop.time())
         self._changed = asyncio.Event()
         self._closed = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._effective = self._evaluate()
 
     @property
     def spec(self) -> ResourceSpec:
@@ -71,23 +84,63 @@ class Inventory:
 
     @property
     def devices(self) -> tuple[Device, ...]:
-        return self._spec.devices
+        """The devices as advertised now: health is the effective health."""
+        return self._effective
 
     def replace(self, spec: ResourceSpec) -> bool:
-        """Adopt a new spec for the same resource; wake watchers if devices changed."""
+        """Adopt a new spec for the same resource; wake watchers if the list changed."""
         if spec.name != self._spec.name:
             raise ValueError(f"inventory of {self._spec.name} cannot take {spec.name}")
-        changed = spec.devices != self._spec.devices
+        now = self._loop.time()
+        # A device's fault timeline restarts when the device or its fault changes.
+        self._since = {
+            d.id: self._since[d.id] if self._by_id.get(d.id) == d else now for d in spec.devices
+        }
         self._spec = spec
-        if changed:
-            self._by_id = {d.id: d for d in spec.devices}
-            self._notify()
-        return changed
+        self._by_id = {d.id: d for d in spec.devices}
+        return self._refresh()
 
     def close(self) -> None:
-        """End every watch (the resource is going away)."""
+        """End every watch and timer (the resource is going away)."""
         self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
         self._notify()
+
+    def _evaluate(self) -> tuple[Device, ...]:
+        """Effective devices now; arms a timer for the next scripted change."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        now = self._loop.time()
+        effective = []
+        next_change: float | None = None
+        for device in self._spec.devices:
+            since = self._since[device.id]
+            health, change = device_health(device, now - since, failing=self._spec.failing)
+            effective.append(device if health == device.health else replace(device, health=health))
+            if change is not None:
+                at = since + change
+                next_change = at if next_change is None else min(next_change, at)
+        if next_change is not None and not self._closed:
+            self._timer = self._loop.call_at(next_change, self._on_timer)
+        return tuple(effective)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._refresh()
+
+    def _refresh(self) -> bool:
+        before = self._effective
+        self._effective = self._evaluate()
+        if self._effective == before:
+            return False
+        old = {d.id: d.health for d in before}
+        for device in self._effective:
+            if old.get(device.id, device.health) != device.health:
+                logger.info("[%s] device %s is now %s", self._spec.name, device.id, device.health)
+        self._notify()
+        return True
 
     def _notify(self) -> None:
         # Each change sets the current event and installs a fresh one, so every
@@ -99,35 +152,46 @@ class Inventory:
         """Yield the device list now, then again after every change."""
         while not self._closed:
             changed = self._changed
-            yield self._spec.devices
+            yield self._effective
             await changed.wait()
 
     def allocate(self, device_ids: Sequence[str]) -> ContainerAllocation:
         """What a container asking for `device_ids` receives."""
+        spec = self._spec
         if not device_ids:
-            raise AllocationError(f"container request for {self._spec.name} lists no device IDs")
+            raise AllocationError(f"container request for {spec.name} lists no device IDs")
         if len(set(device_ids)) != len(device_ids):
-            raise AllocationError(f"container request for {self._spec.name} repeats a device ID")
+            raise AllocationError(f"container request for {spec.name} repeats a device ID")
         unknown = [i for i in device_ids if i not in self._by_id]
         if unknown:
-            raise UnknownDeviceError(self._spec.name, unknown)
+            raise UnknownDeviceError(spec.name, unknown)
         devices = [self._by_id[i] for i in device_ids]
         ids = ",".join(device_ids)
-        paths = ",".join(d.path for d in devices)
-        prefix = self._spec.env_prefix
-        envs = {
-            "WIDGET_VISIBLE_DEVICE_IDS": ids,
-            "WIDGET_VISIBLE_DEVICES": paths,
-            f"{prefix}_VISIBLE_DEVICE_IDS": ids,
-            f"{prefix}_VISIBLE_DEVICES": paths,
-        }
-        nodes = tuple(dict.fromkeys(d.path for d in devices if is_device_node(d.path)))
-        return ContainerAllocation(envs=envs, device_nodes=nodes)
+        # Replicas of one physical device share its path: hand each path out once.
+        paths = tuple(dict.fromkeys(d.path for d in devices))
+        joined = ",".join(paths)
+        envs = dict(spec.envs)
+        envs.update(
+            {
+                "WIDGET_VISIBLE_DEVICE_IDS": ids,
+                "WIDGET_VISIBLE_DEVICES": joined,
+                f"{spec.env_prefix}_VISIBLE_DEVICE_IDS": ids,
+                f"{spec.env_prefix}_VISIBLE_DEVICES": joined,
+            }
+        )
+        cdi = () if spec.cdi_kind is None else tuple(f"{spec.cdi_kind}={i}" for i in device_ids)
+        return ContainerAllocation(
+            envs=envs,
+            device_nodes=tuple(p for p in paths if is_device_node(p)),
+            mounts=spec.mounts,
+            annotations=dict(spec.annotations),
+            cdi_devices=cdi,
+        )
 
     def preferred(
         self, available: Sequence[str], must_include: Sequence[str], size: int
     ) -> list[str]:
-        """Kubelet's default choice made explicit: required devices first, then in order."""
+        """The resource's preferred-allocation policy applied to kubelet's request."""
         if size < 0:
             raise AllocationError(f"allocation_size {size} is negative")
         unknown = [i for i in (*available, *must_include) if i not in self._by_id]
@@ -138,9 +202,5 @@ class Inventory:
                 f"must_include_deviceIDs has {len(set(must_include))} devices, "
                 f"more than allocation_size {size}"
             )
-        chosen = dict.fromkeys(must_include)
-        for device_id in available:
-            if len(chosen) >= size:
-                break
-            chosen.setdefault(device_id)
-        return list(chosen)
+        numa = {i: self._by_id[i].numa for i in (*available, *must_include)}
+        return preferred.choose(self._spec.preferred_policy, available, must_include, size, numa)

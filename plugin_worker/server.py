@@ -6,7 +6,9 @@ Owns request/response mapping and status codes. Owns no sockets and no lifecycle
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 import time
 from collections.abc import AsyncIterator
 
@@ -14,22 +16,51 @@ import grpc
 
 from plugin_worker._proto import deviceplugin_pb2 as pb
 from plugin_worker._proto import deviceplugin_pb2_grpc as pb_grpc
-from plugin_worker.api import Device, WorkerEvents
-from plugin_worker.inventory import AllocationError, Inventory
+from plugin_worker.api import Device, ResourceSpec, WorkerEvents
+from plugin_worker.inventory import (
+    DEVICE_PERMISSIONS,
+    AllocationError,
+    ContainerAllocation,
+    Inventory,
+)
 
 logger = logging.getLogger(__name__)
 
 
 def device_message(device: Device) -> pb.Device:
-    return pb.Device(ID=device.id, health=device.health)
+    if device.numa is None:
+        return pb.Device(ID=device.id, health=device.health)
+    topology = pb.TopologyInfo(nodes=[pb.NUMANode(ID=device.numa)])
+    return pb.Device(ID=device.id, health=device.health, topology=topology)
 
 
-def plugin_options() -> pb.DevicePluginOptions:
-    # GetPreferredAllocation is served, but only kubelet's own default choice would
-    # come out of it, so kubelet is not asked to spend a round trip on it.
+def plugin_options(spec: ResourceSpec) -> pb.DevicePluginOptions:
+    # Without a policy only kubelet's own default choice would come out of
+    # GetPreferredAllocation, so kubelet is not asked to spend a round trip on it.
     return pb.DevicePluginOptions(
-        pre_start_required=False, get_preferred_allocation_available=False
+        pre_start_required=False,
+        get_preferred_allocation_available=spec.preferred_policy != "none",
     )
+
+
+def container_response(allocation: ContainerAllocation) -> pb.ContainerAllocateResponse:
+    return pb.ContainerAllocateResponse(
+        envs=allocation.envs,
+        devices=[
+            pb.DeviceSpec(container_path=p, host_path=p, permissions=DEVICE_PERMISSIONS)
+            for p in allocation.device_nodes
+        ],
+        mounts=[
+            pb.Mount(container_path=m.container_path, host_path=m.host_path, read_only=m.read_only)
+            for m in allocation.mounts
+        ],
+        annotations=allocation.annotations or {},
+        cdi_devices=[pb.CDIDevice(name=n) for n in allocation.cdi_devices],
+    )
+
+
+class InjectedFailureError(Exception):
+    reason = "injected_failure"
 
 
 class DevicePluginService(pb_grpc.DevicePluginServicer):
@@ -38,6 +69,7 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
     def __init__(self, inventory: Inventory, events: WorkerEvents) -> None:
         self._inventory = inventory
         self._events = events
+        self._random = random.Random(inventory.spec.allocate_faults.seed)
 
     @property
     def _resource(self) -> str:
@@ -46,7 +78,7 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
     async def GetDevicePluginOptions(
         self, request: pb.Empty, context: grpc.aio.ServicerContext[pb.Empty, pb.DevicePluginOptions]
     ) -> pb.DevicePluginOptions:
-        return plugin_options()
+        return plugin_options(self._inventory.spec)
 
     async def ListAndWatch(
         self,
@@ -70,24 +102,22 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
         response = pb.AllocateResponse()
         handed_out = 0
         try:
+            await self._admission_faults()
             for container in request.container_requests:
                 allocation = self._inventory.allocate(container.devices_ids)
-                response.container_responses.append(
-                    pb.ContainerAllocateResponse(
-                        envs=allocation.envs,
-                        devices=[
-                            pb.DeviceSpec(container_path=p, host_path=p, permissions="rw")
-                            for p in allocation.device_nodes
-                        ],
-                    )
-                )
+                response.container_responses.append(container_response(allocation))
                 handed_out += len(container.devices_ids)
-        except AllocationError as error:
+        except (AllocationError, InjectedFailureError) as error:
             self._events.allocation_failed(
                 self._resource, reason=error.reason, seconds=time.perf_counter() - started
             )
             logger.warning("[%s] refused Allocate: %s", self._resource, error)
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            code = (
+                grpc.StatusCode.INTERNAL
+                if isinstance(error, InjectedFailureError)
+                else grpc.StatusCode.INVALID_ARGUMENT
+            )
+            await context.abort(code, str(error))
         self._events.allocated(
             self._resource,
             containers=len(request.container_requests),
@@ -95,6 +125,16 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
             seconds=time.perf_counter() - started,
         )
         return response
+
+    async def _admission_faults(self) -> None:
+        faults = self._inventory.spec.allocate_faults
+        if faults.delay:
+            await asyncio.sleep(faults.delay)
+        if faults.failure_rate and self._random.random() < faults.failure_rate:
+            raise InjectedFailureError(
+                f"injected allocation failure for {self._resource} "
+                f"(allocate.failureRate is {faults.failure_rate})"
+            )
 
     async def GetPreferredAllocation(
         self,

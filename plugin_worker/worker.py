@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import stat
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import grpc
 
 from plugin_worker._proto import deviceplugin_pb2 as pb
 from plugin_worker._proto import deviceplugin_pb2_grpc as pb_grpc
-from plugin_worker.api import API_VERSION, KUBELET_SOCKET, ResourceSpec, WorkerEvents
+from plugin_worker.api import API_VERSION, KUBELET_SOCKET, Device, ResourceSpec, WorkerEvents
 from plugin_worker.inventory import Inventory
 from plugin_worker.server import DevicePluginService, plugin_options
 
@@ -59,17 +60,36 @@ def _private_umask() -> Iterator[None]:
 
 def socket_answers(path: Path) -> bool:
     """True if something accepts connections on the unix socket at `path`."""
+    return socket_server(path) is not None
+
+
+def socket_server(path: Path) -> str | None:
+    """Who serves the unix socket at `path` ("pid 12 (widget-supervisor run ...)"), or None.
+
+    A listener too busy to accept within the probe's timeout counts as serving: when
+    in doubt, a socket is never taken over.
+    """
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     probe.settimeout(0.5)
     try:
         probe.connect(str(path))
+        pid, uid, _ = struct.unpack(
+            "3i", probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+        )
+    except TimeoutError:
+        return "a process that does not accept connections in time"
     except OSError as error:
         if error.errno in (errno.ECONNREFUSED, errno.ENOENT):
-            return False
+            return None
         raise
     finally:
         probe.close()
-    return True
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            command = handle.read(300).replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        command = "?"
+    return f"pid {pid}, uid {uid} ({command})"
 
 
 def _unix_target(path: Path) -> str:
@@ -79,13 +99,21 @@ def _unix_target(path: Path) -> str:
 class PluginWorker:
     """Serves and registers one extended resource."""
 
-    def __init__(self, spec: ResourceSpec, *, plugin_dir: Path, events: WorkerEvents) -> None:
+    def __init__(
+        self,
+        spec: ResourceSpec,
+        *,
+        plugin_dir: Path,
+        events: WorkerEvents,
+        register_timeout: float = REGISTER_TIMEOUT,
+    ) -> None:
+        self._register_timeout = register_timeout
         self._inventory = Inventory(spec)
         self._events = events
         self._plugin_dir = plugin_dir
         self._socket_name = spec.socket_name(str(plugin_dir))
         self._server: grpc.aio.Server | None = None
-        self._socket_inode: int | None = None
+        self._socket_inode: tuple[int, int] | None = None
         self._wake = asyncio.Event()
         self._kubelet_restarted = False
         self._task: asyncio.Task[None] | None = None
@@ -99,6 +127,11 @@ class PluginWorker:
     @property
     def spec(self) -> ResourceSpec:
         return self._inventory.spec
+
+    @property
+    def devices(self) -> tuple[Device, ...]:
+        """The devices as advertised now (effective health)."""
+        return self._inventory.devices
 
     @property
     def socket_name(self) -> str:
@@ -168,12 +201,27 @@ class PluginWorker:
             bound = server.add_insecure_port(_unix_target(self.socket_path))
         if not bound:
             raise WorkerError(f"[{self.name}] could not listen on {self.socket_path}")
-        os.chmod(self.socket_path, 0o600)
-        self._socket_inode = os.lstat(self.socket_path).st_ino
-        await server.start()
         self._server = server
-        await self._self_check()
+        try:
+            # No chmod: it follows symlinks, and the umask already made the socket 0600.
+            # lstat (never following a link) records what we created, and proves it.
+            self._socket_inode = self._created_socket()
+            await server.start()
+            await self._self_check()
+        except BaseException:
+            # Cancelled or failed half-way: never leave a server or a socket file behind.
+            await self._stop_server(0)
+            raise
         logger.debug("[%s] serving on %s", self.name, self.socket_path)
+
+    def _created_socket(self) -> tuple[int, int]:
+        st = os.lstat(self.socket_path)
+        if not stat.S_ISSOCK(st.st_mode) or st.st_mode & 0o077:
+            raise WorkerError(
+                f"[{self.name}] {self.socket_path} is not the private socket just created "
+                f"(mode {stat.filemode(st.st_mode)}); is something else writing to the dir?"
+            )
+        return st.st_dev, st.st_ino
 
     def _clear_stale_socket(self) -> None:
         path = self.socket_path
@@ -186,10 +234,12 @@ class PluginWorker:
                 f"[{self.name}] {path} exists and is not a socket; "
                 "refusing to replace it (remove it if it is not needed)"
             )
-        if socket_answers(path):
+        server = socket_server(path)
+        if server is not None:
             raise SocketInUseError(
-                f"[{self.name}] {path} is served by another process "
-                "(another widget-supervisor on this plugin dir?); not taking it over"
+                f"[{self.name}] {path} is served by another process: {server} "
+                "(another widget-supervisor on this plugin dir?); not taking it over, "
+                "will take over when it goes away"
             )
         path.unlink()
         logger.info("[%s] removed stale socket %s", self.name, path)
@@ -200,25 +250,29 @@ class PluginWorker:
             try:
                 await stub.GetDevicePluginOptions(pb.Empty(), timeout=SELF_CHECK_TIMEOUT)
             except grpc.aio.AioRpcError as error:
-                await self._stop_server(0)
                 raise WorkerError(
                     f"[{self.name}] own socket does not answer: {error.details()}"
                 ) from error
 
     async def _stop_server(self, grace: float) -> None:
         server, self._server = self._server, None
-        if server is not None:
-            await server.stop(grace)
-        if self._socket_is_ours():
-            with contextlib.suppress(FileNotFoundError):
-                self.socket_path.unlink()
-        self._socket_inode = None
+        try:
+            if server is not None:
+                await server.stop(grace)
+        finally:
+            # Even when cancelled: a socket file nobody serves must not outlive us. Only
+            # the file we created is removed (unlink never follows a symlink).
+            if self._socket_is_ours():
+                with contextlib.suppress(FileNotFoundError):
+                    self.socket_path.unlink()
+            self._socket_inode = None
 
     def _socket_is_ours(self) -> bool:
         try:
-            return os.lstat(self.socket_path).st_ino == self._socket_inode
+            st = os.lstat(self.socket_path)
         except FileNotFoundError:
             return False
+        return stat.S_ISSOCK(st.st_mode) and (st.st_dev, st.st_ino) == self._socket_inode
 
     # -- registration --------------------------------------------------------------
 
@@ -230,7 +284,8 @@ class PluginWorker:
                 logger.warning("[%s] socket %s vanished; recreating", self.name, self._socket_name)
                 self._set_registered(registered=False)
                 await self._stop_server(0)
-                await self._serve()
+                if not await self._reserve():
+                    continue
             if not self._registered or self._kubelet_restarted:
                 self._kubelet_restarted = False
                 if await self._register():
@@ -244,6 +299,23 @@ class PluginWorker:
                     continue
             await self._wake.wait()
 
+    async def _reserve(self) -> bool:
+        """Serve again after the socket vanished; on failure wait for the dir to change.
+
+        The plugin dir may be gone, or something else may sit at our path: the loop
+        must survive that and retry when the supervisor pokes it (the dir is back, the
+        path was freed), with a slow timer as a safety net.
+        """
+        try:
+            await self._serve()
+        except (WorkerError, OSError) as error:
+            logger.error("[%s] cannot serve: %s; retrying when the plugin dir changes",
+                         self.name, error)  # fmt: skip
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), WAIT_FOR_KUBELET)
+            return False
+        return True
+
     async def _register(self) -> bool:
         kubelet = self._plugin_dir / KUBELET_SOCKET
         if not kubelet.exists():
@@ -253,11 +325,13 @@ class PluginWorker:
             version=API_VERSION,
             endpoint=self._socket_name,
             resource_name=self.name,
-            options=plugin_options(),
+            options=plugin_options(self.spec),
         )
         try:
             async with grpc.aio.insecure_channel(_unix_target(kubelet)) as channel:
-                await pb_grpc.RegistrationStub(channel).Register(request, timeout=REGISTER_TIMEOUT)
+                await pb_grpc.RegistrationStub(channel).Register(
+                    request, timeout=self._register_timeout
+                )
         except grpc.aio.AioRpcError as error:
             logger.warning(
                 "[%s] kubelet refused or did not answer registration (%s: %s); retrying",

@@ -111,6 +111,12 @@ def main() -> None:
     envvar="WIDGET_METRICS_ADDRESS", show_envvar=True, callback=_check_address,
     help="HOST:PORT serving /metrics and /healthz.",
 )  # fmt: skip
+@click.option(
+    "--register-timeout", type=click.FloatRange(min=0.1), default=12.0, show_default=True,
+    envvar="WIDGET_REGISTER_TIMEOUT", show_envvar=True,
+    help="Seconds to wait for kubelet to answer Register before retrying. kubelet dials "
+    "the plugin for up to 10 s inside Register, so keep it above 10 on a real node.",
+)  # fmt: skip
 @_with_logging
 @_domain_option
 @_strict_option
@@ -118,6 +124,7 @@ def run(
     config: Path,
     plugin_dir: Path,
     metrics_address: str,
+    register_timeout: float,
     log_level: str,
     log_format: str,
     domain: str,
@@ -133,6 +140,7 @@ def run(
         metrics_address=metrics_address,
         domain=domain,
         strict_perms=strict_perms,
+        register_timeout=register_timeout,
     )
     try:
         asyncio.run(Supervisor(settings).run())

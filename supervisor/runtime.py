@@ -12,13 +12,14 @@ import hashlib
 import logging
 import os
 import signal
+import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from plugin_worker.api import KUBELET_SOCKET, ResourceSpec
-from plugin_worker.worker import PluginWorker, WorkerError
+from plugin_worker.worker import REGISTER_TIMEOUT, PluginWorker, WorkerError
 from supervisor.config import Config, parse_config, read_config
 from supervisor.errors import ConfigError
 from supervisor.http import MetricsServer
@@ -51,6 +52,7 @@ class Settings:
     metrics_address: str
     domain: str
     strict_perms: bool = True
+    register_timeout: float = REGISTER_TIMEOUT
 
 
 class Supervisor:
@@ -199,7 +201,12 @@ class Supervisor:
         logger.info("%s %s: %s", reason, self.settings.config, steps.summary())
 
     async def _start_worker(self, spec: ResourceSpec) -> None:
-        worker = PluginWorker(spec, plugin_dir=self.settings.plugin_dir, events=self.metrics)
+        worker = PluginWorker(
+            spec,
+            plugin_dir=self.settings.plugin_dir,
+            events=self.metrics,
+            register_timeout=self.settings.register_timeout,
+        )
         self.metrics.resource_added(spec.name)
         try:
             await worker.start()
@@ -251,10 +258,28 @@ class Supervisor:
             logger.info("kubelet (re)started: %s appeared; registering every resource", name)
             for worker in self.workers.values():
                 worker.kubelet_restarted()
-        elif mask & (DELETE | MOVED_FROM | Q_OVERFLOW):
+        elif mask & (DELETE | MOVED_FROM | MOVED_TO | Q_OVERFLOW):
+            # MOVED_TO: something was renamed over our socket; the worker checks.
             for worker in self.workers.values():
                 if mask & Q_OVERFLOW or worker.socket_name == name:
                     worker.socket_removed()
+            if mask & (DELETE | MOVED_FROM | Q_OVERFLOW) and self.failed:
+                self._retry_failed(name)
+
+    def _retry_failed(self, freed: str) -> None:
+        """A path in the plugin dir was freed: start resources that could not serve there
+        (another instance held the socket, or a foreign file sat at its name)."""
+        due = [s for s in self.failed.values()
+               if freed in ("", s.socket_name(str(self.settings.plugin_dir)))]  # fmt: skip
+        if due and not self._stopping.is_set():
+            self._spawn(self._start_failed(due), "retry-failed")
+
+    async def _start_failed(self, specs: list[ResourceSpec]) -> None:
+        async with self._reload_lock:
+            for spec in specs:
+                if self.failed.get(spec.name) == spec and spec.name not in self.workers:
+                    logger.info("[%s] its socket path is free now; starting", spec.name)
+                    await self._start_worker(spec)
 
     def _plugin_dir_gone(self) -> None:
         assert self._watcher is not None
@@ -274,6 +299,7 @@ class Supervisor:
                 worker.socket_removed()
                 if (self.settings.plugin_dir / KUBELET_SOCKET).exists():
                     worker.kubelet_restarted()
+            self._retry_failed("")
 
     # -- signals, tasks, shutdown --------------------------------------------------
 
@@ -282,10 +308,20 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop_signal, sig)
         loop.add_signal_handler(signal.SIGHUP, self._on_hup)
+        loop.add_signal_handler(signal.SIGUSR1, self._log_state)
 
     def _on_stop_signal(self, sig: signal.Signals) -> None:
         logger.info("%s received; stopping every resource", sig.name)
         self.request_stop()
+
+    def _log_state(self) -> None:
+        """SIGUSR1: one line of what the process holds, to spot leaks on a long-lived node."""
+        tasks = sorted(t.get_name() for t in asyncio.all_tasks())
+        logger.info(
+            "state: %d resources, %d failed, %d tasks [%s], %d threads, %d fds",
+            len(self.workers), len(self.failed), len(tasks), ", ".join(tasks),
+            threading.active_count(), len(os.listdir("/proc/self/fd")),
+        )  # fmt: skip
 
     def _on_hup(self) -> None:
         logger.info("SIGHUP received; reloading %s", self.settings.config)
@@ -304,7 +340,7 @@ class Supervisor:
     async def _shutdown(self, *, handle_signals: bool) -> None:
         if handle_signals:
             loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
                 loop.remove_signal_handler(sig)
         if self._pending_check is not None:
             self._pending_check.cancel()

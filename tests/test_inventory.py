@@ -20,7 +20,7 @@ def make(*devices: tuple[str, str]) -> Inventory:
     )
 
 
-def test_allocate_sets_global_and_resource_scoped_envs() -> None:
+async def test_allocate_sets_global_and_resource_scoped_envs() -> None:
     inventory = make(("a", "/dev/wibble1"), ("b", "/dev/wibble2"))
     allocation = inventory.allocate(["b", "a"])
     assert allocation.envs == {
@@ -32,7 +32,7 @@ def test_allocate_sets_global_and_resource_scoped_envs() -> None:
     assert allocation.device_nodes == ()
 
 
-def test_only_real_device_nodes_become_device_specs(tmp_path: object) -> None:
+async def test_only_real_device_nodes_become_device_specs() -> None:
     inventory = make(("null", "/dev/null"), ("file", "/etc/hostname"), ("gone", "/dev/nope"))
     assert inventory.allocate(["null", "file", "gone"]).device_nodes == ("/dev/null",)
     assert is_device_node("/dev/null")
@@ -59,14 +59,14 @@ def test_only_real_device_nodes_become_device_specs(tmp_path: object) -> None:
     ],
     ids=["unknown", "empty", "duplicate", "many-unknown"],
 )
-def test_bad_requests_are_refused(ids: list[str], error: type[Exception], message: str) -> None:
+async def test_bad_requests_are_refused(ids: list[str], error: type[Exception], message: str) -> None:
     with pytest.raises(error) as raised:
         make(("a", "/dev/a")).allocate(ids)
     assert message in str(raised.value)
     assert len(str(raised.value)) < 1000
 
 
-def test_preferred_allocation_keeps_required_devices_first() -> None:
+async def test_preferred_allocation_keeps_required_devices_first() -> None:
     inventory = make(*[(i, f"/dev/{i}") for i in "abcd"])
     assert inventory.preferred(["a", "b", "c", "d"], ["c"], 2) == ["c", "a"]
     assert inventory.preferred(["a", "b"], [], 5) == ["a", "b"]
@@ -94,6 +94,6 @@ async def test_watchers_see_every_change_and_end_on_close() -> None:
     assert seen == [["a"], ["b"]]
 
 
-def test_replace_refuses_another_resource() -> None:
+async def test_replace_refuses_another_resource() -> None:
     with pytest.raises(ValueError, match="cannot take"):
         make().replace(ResourceSpec("other.org/x", (), "W"))
