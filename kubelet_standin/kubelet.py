@@ -23,8 +23,10 @@ from pathlib import Path
 
 import grpc
 
+from kubelet_standin.podresources import PodResourcesService
 from plugin_worker._proto import deviceplugin_pb2 as pb
 from plugin_worker._proto import deviceplugin_pb2_grpc as pb_grpc
+from plugin_worker._proto import podresources_pb2_grpc as pr_grpc
 from plugin_worker.api import API_VERSION, HEALTHY, KUBELET_SOCKET
 from plugin_worker.k8s_names import extended_resource_name_problems
 
@@ -46,6 +48,8 @@ class PluginEndpoint:
     registered_at: float
     devices: dict[str, str] = field(default_factory=dict)
     """Device ID -> health, as last received on ListAndWatch."""
+    numa: dict[str, list[int]] = field(default_factory=dict)
+    """Device ID -> NUMA nodes from its topology (only devices that have one)."""
     updates: int = 0
     """How many ListAndWatch lists were received."""
     allocated: set[str] = field(default_factory=set)
@@ -60,8 +64,19 @@ class PluginEndpoint:
 class KubeletStandIn(pb_grpc.RegistrationServicer):
     """Registration server plus ListAndWatch/Allocate client for every plugin."""
 
-    def __init__(self, plugin_dir: Path, *, on_change: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        plugin_dir: Path,
+        *,
+        on_change: Callable[[], None] | None = None,
+        pod_resources_socket: Path | None = None,
+    ) -> None:
         self.plugin_dir = Path(plugin_dir)
+        self.pod_resources_socket = (
+            pod_resources_socket or self.plugin_dir.parent / "pod-resources" / KUBELET_SOCKET
+        )
+        self.assignments: dict[tuple[str, str, str], dict[str, list[str]]] = {}
+        """(namespace, pod, container) -> resource -> device IDs, as pod-resources reports."""
         self.plugins: dict[str, PluginEndpoint] = {}
         self.registrations: list[tuple[float, str]] = []
         self._server: grpc.aio.Server | None = None
@@ -80,8 +95,15 @@ class KubeletStandIn(pb_grpc.RegistrationServicer):
         self._remove_sockets()
         server = grpc.aio.server()
         pb_grpc.add_RegistrationServicer_to_server(self, server)
-        if not server.add_insecure_port(f"unix://{self.socket_path}"):
-            raise RuntimeError(f"cannot listen on {self.socket_path}")
+        pr_grpc.add_PodResourcesListerServicer_to_server(
+            PodResourcesService(lambda: self.assignments, self._allocatable), server
+        )
+        self.pod_resources_socket.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+        with contextlib.suppress(FileNotFoundError):
+            self.pod_resources_socket.unlink()
+        for path in (self.socket_path, self.pod_resources_socket):
+            if not server.add_insecure_port(f"unix://{path}"):
+                raise RuntimeError(f"cannot listen on {path}")
         await server.start()
         self._server = server
         logger.info("kubelet stand-in listening on %s", self.socket_path)
@@ -93,8 +115,9 @@ class KubeletStandIn(pb_grpc.RegistrationServicer):
             self._server = None
         for plugin in list(self.plugins.values()):
             await self._disconnect(plugin)
-        with contextlib.suppress(FileNotFoundError):
-            self.socket_path.unlink()
+        for path in (self.socket_path, self.pod_resources_socket):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
         await self._notify()
 
     async def restart(self) -> None:
@@ -177,6 +200,11 @@ class KubeletStandIn(pb_grpc.RegistrationServicer):
         try:
             async for response in plugin.stub.ListAndWatch(pb.Empty()):
                 plugin.devices = {d.ID: d.health for d in response.devices}
+                plugin.numa = {
+                    d.ID: [n.ID for n in d.topology.nodes]
+                    for d in response.devices
+                    if d.HasField("topology")
+                }
                 plugin.updates += 1
                 await self._notify()
         except grpc.aio.AioRpcError as error:
@@ -213,29 +241,61 @@ class KubeletStandIn(pb_grpc.RegistrationServicer):
 
     # -- allocation ----------------------------------------------------------------
 
+    def _allocatable(self) -> dict[str, list[str]]:
+        return {name: sorted(p.devices) for name, p in self.plugins.items()}
+
     async def allocate(
         self,
         resource: str,
         *,
         count: int | None = None,
         device_ids: Sequence[str] | None = None,
+        pod: str = "pod",
+        namespace: str = "default",
+        container: str = "main",
         timeout: float = 5.0,
     ) -> pb.ContainerAllocateResponse:
-        """Allocate for one container, as kubelet does at pod admission."""
+        """Allocate for one container, as kubelet does at pod admission.
+
+        Without `device_ids`, picks `count` healthy free devices: by the plugin's
+        GetPreferredAllocation when it offers one, else in kubelet's default order.
+        """
         plugin = self.plugins[resource]
         if device_ids is None:
-            free = [i for i in plugin.healthy if i not in plugin.allocated]
-            wanted = 1 if count is None else count
-            if len(free) < wanted:
-                raise RuntimeError(f"{resource}: {wanted} wanted, {len(free)} healthy and free")
-            device_ids = free[:wanted]
+            device_ids = await self._choose(plugin, 1 if count is None else count, timeout)
         request = pb.AllocateRequest(
             container_requests=[pb.ContainerAllocateRequest(devices_ids=list(device_ids))]
         )
         response = await plugin.stub.Allocate(request, timeout=timeout)
         plugin.allocated.update(device_ids)
+        held = self.assignments.setdefault((namespace, pod, container), {})
+        held.setdefault(resource, []).extend(device_ids)
         return response.container_responses[0]
+
+    async def _choose(self, plugin: PluginEndpoint, wanted: int, timeout: float) -> list[str]:
+        free = [i for i in plugin.healthy if i not in plugin.allocated]
+        if len(free) < wanted:
+            raise RuntimeError(f"{plugin.resource}: {wanted} wanted, {len(free)} healthy and free")
+        if not plugin.options.get_preferred_allocation_available:
+            return free[:wanted]
+        request = pb.PreferredAllocationRequest(
+            container_requests=[
+                pb.ContainerPreferredAllocationRequest(
+                    available_deviceIDs=free, allocation_size=wanted
+                )
+            ]
+        )
+        response = await plugin.stub.GetPreferredAllocation(request, timeout=timeout)
+        return list(response.container_responses[0].deviceIDs)
 
     def release(self, resource: str, device_ids: Sequence[str]) -> None:
         """Forget an allocation (the pod ended)."""
         self.plugins[resource].allocated.difference_update(device_ids)
+        gone = set(device_ids)
+        for key, held in list(self.assignments.items()):
+            if resource in held:
+                held[resource] = [i for i in held[resource] if i not in gone]
+                if not held[resource]:
+                    del held[resource]
+            if not held:
+                del self.assignments[key]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -19,10 +21,12 @@ import click
 from plugin_worker.api import DEFAULT_PLUGIN_DIR
 from plugin_worker.k8s_names import dns1123_subdomain_problems
 from supervisor import __version__
+from supervisor.cdi import DEFAULT_CDI_DIR
 from supervisor.config import DEFAULT_DOMAIN, Config, load_config
 from supervisor.errors import ConfigError
 from supervisor.http import AddressError, parse_address
 from supervisor.logs import setup_logging
+from supervisor.podresources import DEFAULT_INTERVAL as DEFAULT_POD_INTERVAL
 
 EXIT_CONFIG = 1
 EXIT_ADDRESS = 3
@@ -66,6 +70,16 @@ _strict_option = click.option(
     envvar="WIDGET_STRICT_PERMS", show_envvar=True,
     help="Refuse a config file writable by group/others or owned by another user.",
 )  # fmt: skip
+_node_option = click.option(
+    "--node-name",
+    "--node",
+    "node_name",
+    default=socket.gethostname,
+    show_default="hostname",
+    envvar="WIDGET_NODE_NAME",
+    show_envvar=True,
+    help="This node's name, matched against the config's 'nodes:' entries.",
+)
 _log_options = [
     click.option(
         "--log-level", type=click.Choice(["debug", "info", "warning", "error"],
@@ -85,9 +99,13 @@ def _with_logging(f: F) -> F:
     return f
 
 
-def _load_or_exit(path: Path, domain: str, strict_perms: bool) -> Config:
+def _load_or_exit(
+    path: Path, domain: str, strict_perms: bool, node_name: str | None = None
+) -> Config:
     try:
-        return load_config(path, default_domain=domain, strict_perms=strict_perms)
+        return load_config(
+            path, default_domain=domain, strict_perms=strict_perms, node_name=node_name
+        )
     except ConfigError as error:
         click.echo(f"error: invalid config\n{error}", err=True)
         sys.exit(EXIT_CONFIG)
@@ -117,6 +135,22 @@ def main() -> None:
     help="Seconds to wait for kubelet to answer Register before retrying. kubelet dials "
     "the plugin for up to 10 s inside Register, so keep it above 10 on a real node.",
 )  # fmt: skip
+@click.option(
+    "--cdi-dir", type=click.Path(path_type=Path, file_okay=False), default=DEFAULT_CDI_DIR,
+    show_default=True, envvar="WIDGET_CDI_DIR", show_envvar=True,
+    help="Where CDI spec files are written for resources with 'cdi: true'.",
+)  # fmt: skip
+@click.option(
+    "--pod-resources-socket", type=click.Path(path_type=Path, dir_okay=False), default=None,
+    envvar="WIDGET_POD_RESOURCES_SOCKET", show_envvar=True,
+    help="kubelet's pod-resources socket  [default: PLUGIN_DIR/../pod-resources/kubelet.sock]",
+)  # fmt: skip
+@click.option(
+    "--pod-resources-interval", type=click.FloatRange(min=0), default=DEFAULT_POD_INTERVAL,
+    show_default=True, envvar="WIDGET_POD_RESOURCES_INTERVAL", show_envvar=True,
+    help="Seconds between pod-resources polls (also right after each Allocate); 0: off.",
+)  # fmt: skip
+@_node_option
 @_with_logging
 @_domain_option
 @_strict_option
@@ -125,6 +159,10 @@ def run(
     plugin_dir: Path,
     metrics_address: str,
     register_timeout: float,
+    cdi_dir: Path,
+    pod_resources_socket: Path | None,
+    pod_resources_interval: float,
+    node_name: str,
     log_level: str,
     log_format: str,
     domain: str,
@@ -141,7 +179,14 @@ def run(
         domain=domain,
         strict_perms=strict_perms,
         register_timeout=register_timeout,
+        node_name=node_name,
+        cdi_dir=cdi_dir.absolute(),
+        pod_resources_socket=(
+            pod_resources_socket or plugin_dir.absolute().parent / "pod-resources" / "kubelet.sock"
+        ).absolute(),
+        pod_resources_interval=pod_resources_interval,
     )
+    logging.getLogger(__name__).info("node name %s (for the config's nodes: entries)", node_name)
     try:
         asyncio.run(Supervisor(settings).run())
     except ConfigError as error:
@@ -154,11 +199,12 @@ def run(
 
 @main.command()
 @_config_option(required=True)
+@_node_option
 @_domain_option
 @_strict_option
-def validate(config: Path, domain: str, strict_perms: bool) -> None:
+def validate(config: Path, node_name: str, domain: str, strict_perms: bool) -> None:
     """Check CONFIG and summarise what it would advertise (exit 1 on any problem)."""
-    loaded = _load_or_exit(config, domain, strict_perms)
+    loaded = _load_or_exit(config, domain, strict_perms, node_name)
     click.echo(f"{config}: OK: {len(loaded.resources)} resources, {loaded.device_count} devices")
     for spec in loaded.resources:
         count = len(spec.devices)
@@ -169,11 +215,12 @@ def validate(config: Path, domain: str, strict_perms: bool) -> None:
 @_config_option(required=True)
 @click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table",
               show_default=True)  # fmt: skip
+@_node_option
 @_domain_option
 @_strict_option
-def resources(config: Path, output: str, domain: str, strict_perms: bool) -> None:
-    """Show the resources and device IDs CONFIG would advertise."""
-    loaded = _load_or_exit(config, domain, strict_perms)
+def resources(config: Path, output: str, node_name: str, domain: str, strict_perms: bool) -> None:
+    """Show the resources and device IDs CONFIG would advertise (on node NODE_NAME)."""
+    loaded = _load_or_exit(config, domain, strict_perms, node_name)
     if output == "json":
         document = {
             "domain": loaded.domain,

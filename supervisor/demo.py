@@ -72,6 +72,9 @@ async def run_demo(
                 metrics_address=metrics_address,
                 domain="ska-sdp.org",
                 strict_perms=False,
+                pod_resources_socket=kubelet.pod_resources_socket,
+                pod_resources_interval=5.0,
+                cdi_dir=Path(tmp) / "cdi",
             )
         )
         task = asyncio.create_task(supervisor.run(handle_signals=False), name="supervisor")

@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 
 from plugin_worker.api import HEALTHY, UNHEALTHY, Device
 from supervisor import __version__
+from supervisor.podresources import Holder
 
 ALLOCATE_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -37,6 +38,12 @@ class SupervisorState:
     resources: tuple[ResourceState, ...]
     config_ok: bool
     """False while the newest config on disk was rejected and an older one serves."""
+    pod_resources_up: bool | None = None
+    """None when the pod-resources monitor is off."""
+    holders: tuple[Holder, ...] = ()
+
+
+ERROR_REASONS = ("unknown_device", "invalid_request", "injected_failure")
 
 
 class _StateCollector(Collector):
@@ -62,6 +69,8 @@ class _StateCollector(Collector):
             registered.add_metric([resource.name], 1 if resource.registered else 0)
         yield devices
         yield registered
+        if state.pod_resources_up is not None:
+            yield from _usage(state)
         yield GaugeMetricFamily(
             "widget_config_last_reload_successful",
             "1 if the config on disk is the one being served, 0 if the newest one was rejected.",
@@ -73,6 +82,33 @@ class _StateCollector(Collector):
         )  # fmt: skip
         info.add_metric([__version__], 1)
         yield info
+
+
+def _usage(state: SupervisorState) -> Iterator[Metric]:
+    in_use = GaugeMetricFamily(
+        "widget_devices_in_use",
+        "Devices that kubelet reports held by a container (pod-resources API), by resource.",
+        labels=["resource"],
+    )
+    held: dict[str, set[str]] = {r.name: set() for r in state.resources}
+    for holder in state.holders:
+        held.setdefault(holder.resource, set()).add(holder.device)
+    for resource, devices in sorted(held.items()):
+        in_use.add_metric([resource], len(devices))
+    yield in_use
+    allocation = GaugeMetricFamily(
+        "widget_device_allocation",
+        "1 for each device held by a container, with the pod and container holding it.",
+        labels=["resource", "device", "namespace", "pod", "container"],
+    )
+    for h in state.holders:
+        allocation.add_metric([h.resource, h.device, h.namespace, h.pod, h.container], 1)
+    yield allocation
+    yield GaugeMetricFamily(
+        "widget_pod_resources_up",
+        "1 if kubelet's pod-resources API answered the last poll, else 0.",
+        value=1 if state.pod_resources_up else 0,
+    )
 
 
 class Metrics:
@@ -115,7 +151,8 @@ class Metrics:
         )  # fmt: skip
         for result in ("success", "failure"):
             self.config_reloads.labels(result)
-        self._error_reasons: dict[str, set[str]] = {}
+        self.after_allocate: Callable[[], None] | None = None
+        """Called after every successful Allocate (the pod-resources monitor's cue)."""
         r.register(_StateCollector(snapshot))
 
     # -- WorkerEvents ---------------------------------------------------------------
@@ -124,9 +161,10 @@ class Metrics:
         self.allocations.labels(resource).inc(containers)
         self.allocated_devices.labels(resource).inc(devices)
         self.allocate_duration.labels(resource).observe(seconds)
+        if self.after_allocate is not None:
+            self.after_allocate()
 
     def allocation_failed(self, resource: str, *, reason: str, seconds: float) -> None:
-        self._error_reasons.setdefault(resource, set()).add(reason)
         self.allocation_errors.labels(resource, reason).inc()
         self.allocate_duration.labels(resource).observe(seconds)
 
@@ -137,10 +175,14 @@ class Metrics:
     # -- lifecycle -----------------------------------------------------------------
 
     def resource_added(self, resource: str) -> None:
-        """Start the resource's counters at 0 so rates and alerts see it from the start."""
+        """Start the resource's series at 0 so rate() and increase() see the first event."""
         self.allocations.labels(resource)
         self.allocated_devices.labels(resource)
         self.registrations.labels(resource)
+        self.allocate_duration.labels(resource)
+        # Error series exist from the start at 0, so increase() sees the first error.
+        for reason in ERROR_REASONS:
+            self.allocation_errors.labels(resource, reason)
 
     def resource_removed(self, resource: str) -> None:
         """Drop every series of a resource that is no longer configured."""
@@ -151,7 +193,7 @@ class Metrics:
             self.registrations,
         ):
             _remove(metric, resource)
-        for reason in self._error_reasons.pop(resource, set()):
+        for reason in ERROR_REASONS:
             _remove(self.allocation_errors, resource, reason)
 
     def reloaded(self, *, ok: bool) -> None:

@@ -20,10 +20,13 @@ from typing import Any
 
 from plugin_worker.api import KUBELET_SOCKET, ResourceSpec
 from plugin_worker.worker import REGISTER_TIMEOUT, PluginWorker, WorkerError
+from supervisor import podresources
+from supervisor.cdi import DEFAULT_CDI_DIR, CdiWriter
 from supervisor.config import Config, parse_config, read_config
 from supervisor.errors import ConfigError
 from supervisor.http import MetricsServer
 from supervisor.metrics import Metrics, ResourceState, SupervisorState
+from supervisor.podresources import PodResourcesMonitor
 from supervisor.reconcile import plan
 from supervisor.watch import (
     CREATE,
@@ -53,6 +56,12 @@ class Settings:
     domain: str
     strict_perms: bool = True
     register_timeout: float = REGISTER_TIMEOUT
+    node_name: str | None = None
+    """Matched against the config's ``nodes:`` entries."""
+    cdi_dir: Path = Path(DEFAULT_CDI_DIR)
+    pod_resources_socket: Path = Path(podresources.DEFAULT_SOCKET)
+    pod_resources_interval: float = podresources.DEFAULT_INTERVAL
+    """Seconds between pod-resources polls; 0 turns the monitor off."""
 
 
 class Supervisor:
@@ -65,6 +74,13 @@ class Supervisor:
         self.metrics = Metrics(self._snapshot)
         self.metrics_address: tuple[str, int] | None = None
         self._http = MetricsServer(self.metrics.registry, self._health)
+        self._cdi = CdiWriter(settings.cdi_dir)
+        self.pod_resources: PodResourcesMonitor | None = None
+        if settings.pod_resources_interval > 0:
+            self.pod_resources = PodResourcesMonitor(
+                settings.pod_resources_socket, settings.pod_resources_interval, lambda: self.workers
+            )
+            self.metrics.after_allocate = self.pod_resources.allocated
         self._watcher: DirectoryWatcher | None = None
         self._config_key: tuple[str, int, int] | None = None
         self._config_ok = True
@@ -90,6 +106,8 @@ class Supervisor:
             self._watch_config()
             self._watcher.watch(self.settings.plugin_dir)
             await self._apply(config)
+            if self.pod_resources is not None:
+                self._spawn(self.pod_resources.run(), "pod-resources")
             if handle_signals:
                 self._install_signal_handlers()
             await self._stopping.wait()
@@ -109,7 +127,12 @@ class Supervisor:
     def _load(self) -> Config:
         path = self.settings.config
         data = read_config(path, strict_perms=self.settings.strict_perms)
-        config = parse_config(data, source=str(path), default_domain=self.settings.domain)
+        config = parse_config(
+            data,
+            source=str(path),
+            default_domain=self.settings.domain,
+            node_name=self.settings.node_name,
+        )
         self._config_key = self._key(data)
         logger.info(
             "loaded %s: %d resources, %d devices",
@@ -144,7 +167,12 @@ class Supervisor:
             return
         self._config_key = key
         try:
-            config = parse_config(data, source=str(path), default_domain=self.settings.domain)
+            config = parse_config(
+                data,
+                source=str(path),
+                default_domain=self.settings.domain,
+                node_name=self.settings.node_name,
+            )
         except ConfigError as error:
             self._reject(error)
             return
@@ -170,8 +198,11 @@ class Supervisor:
         assert self._watcher is not None
         path = self.settings.config.absolute()
         wanted = {path.parent, Path(os.path.realpath(path)).parent}
+        keep = wanted | {self.settings.plugin_dir}
+        if self.settings.plugin_dir not in self._watcher.watched:
+            keep.add(self.settings.plugin_dir.parent)  # waiting for the plugin dir to return
         for directory in self._watcher.watched:
-            if directory not in wanted and directory != self.settings.plugin_dir:
+            if directory not in keep:
                 self._watcher.unwatch(directory)
         for directory in wanted:
             self._watcher.watch(directory)
@@ -195,6 +226,7 @@ class Supervisor:
         await asyncio.gather(*(self._stop_worker(name) for name in steps.stop))
         for spec in steps.update:
             self.workers[spec.name].update(spec)
+            self._write_cdi(spec)
             logger.info("[%s] device list changed: %d devices", spec.name, len(spec.devices))
         await asyncio.gather(*(self._start_worker(spec) for spec in steps.start))
         self._watch_config()
@@ -220,6 +252,7 @@ class Supervisor:
             return
         self.failed.pop(spec.name, None)
         self.workers[spec.name] = worker
+        self._write_cdi(spec)
         logger.info(
             "[%s] serving %d devices on %s", spec.name, len(spec.devices), worker.socket_name
         )
@@ -228,6 +261,22 @@ class Supervisor:
         worker = self.workers.pop(name)
         await worker.stop(STOP_GRACE)
         self.metrics.resource_removed(name)
+        try:
+            self._cdi.remove(worker.spec)
+        except OSError as error:
+            logger.error("[%s] cannot remove its CDI spec: %s", name, error)
+
+    def _write_cdi(self, spec: ResourceSpec) -> None:
+        try:
+            self._cdi.write(spec)
+        except OSError as error:
+            logger.error(
+                "[%s] cannot write its CDI spec to %s: %s; containers asking for it will "
+                "not start under a CDI-enabled runtime (check --cdi-dir)",
+                spec.name,
+                self.settings.cdi_dir,
+                error,
+            )
 
     # -- filesystem events ---------------------------------------------------------
 
@@ -362,12 +411,18 @@ class Supervisor:
 
     def _snapshot(self) -> SupervisorState:
         states = [
-            ResourceState(name=w.name, devices=w.spec.devices, registered=w.registered)
+            ResourceState(name=w.name, devices=w.devices, registered=w.registered)
             for w in self.workers.values()
         ]
         states += [ResourceState(name=s.name, devices=s.devices, registered=False)
                    for s in self.failed.values()]  # fmt: skip
-        return SupervisorState(resources=tuple(states), config_ok=self._config_ok)
+        monitor = self.pod_resources
+        return SupervisorState(
+            resources=tuple(states),
+            config_ok=self._config_ok,
+            pod_resources_up=None if monitor is None else monitor.available,
+            holders=() if monitor is None else monitor.holders,
+        )
 
     def _health(self) -> tuple[bool, str]:
         registered = sum(1 for w in self.workers.values() if w.registered)

@@ -10,7 +10,7 @@ import signal
 import stat
 import sys
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 _METRICS_LINE = re.compile(r"metrics on http://([^:]+):(\d+)/metrics")
@@ -139,3 +139,10 @@ def sockets_in(directory: Path) -> set[str]:
             if stat.S_ISSOCK(e.stat(follow_symlinks=False).st_mode)
         }  # fmt: skip
     return set()
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait until `check()` holds (polling, for state only visible over HTTP)."""
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.05)

@@ -59,7 +59,9 @@ async def test_only_real_device_nodes_become_device_specs() -> None:
     ],
     ids=["unknown", "empty", "duplicate", "many-unknown"],
 )
-async def test_bad_requests_are_refused(ids: list[str], error: type[Exception], message: str) -> None:
+async def test_bad_requests_are_refused(
+    ids: list[str], error: type[Exception], message: str
+) -> None:
     with pytest.raises(error) as raised:
         make(("a", "/dev/a")).allocate(ids)
     assert message in str(raised.value)
