@@ -13,12 +13,13 @@ import logging
 import socket
 import sys
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from plugin_worker.api import DEFAULT_PLUGIN_DIR
+from plugin_worker.api import DEFAULT_PLUGIN_DIR, UNHEALTHY, Device
 from plugin_worker.k8s_names import dns1123_subdomain_problems
 from supervisor import __version__
 from supervisor.cdi import DEFAULT_CDI_DIR
@@ -228,20 +229,50 @@ def resources(config: Path, output: str, node_name: str, domain: str, strict_per
                 {
                     "name": spec.name,
                     "envPrefix": spec.env_prefix,
-                    "devices": [
-                        {"id": d.id, "path": d.path, "health": d.health} for d in spec.devices
-                    ],
+                    "devices": [_device_json(d) for d in spec.devices],
                 }
                 for spec in loaded.resources
             ],
         }
         click.echo(json.dumps(document, indent=2))
         return
-    rows = [("RESOURCE", "DEVICE ID", "PATH", "HEALTH")]
-    rows += [(s.name, d.id, d.path, d.health) for s in loaded.resources for d in s.devices]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    rows = [("RESOURCE", "DEVICE ID", "PATH", "HEALTH", "NUMA", "FAULT")]
+    rows += [
+        (s.name, d.id, d.path, UNHEALTHY if s.failing else d.health, _text(d.numa), _fault(d))
+        for s in loaded.resources
+        for d in s.devices
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _text(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+def _fault(device: Device) -> str:
+    fault = device.fault
+    if fault is None:
+        return "-"
+    parts = [f"after {fault.unhealthy_after:g}s"]
+    if fault.flap_period is not None:
+        parts.append(f"flap {fault.flap_period:g}s")
+    if fault.recover_after is not None:
+        parts.append(f"for {fault.recover_after:g}s")
+    return ", ".join(parts)
+
+
+def _device_json(device: Device) -> dict[str, object]:
+    """A device for `resources -o json`: the fields that are set."""
+    document: dict[str, object] = {"id": device.id, "path": device.path, "health": device.health}
+    if device.numa is not None:
+        document["numa"] = device.numa
+    if device.replica_of is not None:
+        document["replicaOf"] = device.replica_of
+    if device.fault is not None:
+        document["faults"] = {k: v for k, v in asdict(device.fault).items() if v is not None}
+    return document
 
 
 @main.command()
