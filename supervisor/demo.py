@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 import click
+import grpc
 
 from kubelet_standin import KubeletStandIn
 from kubelet_standin.console import allocation_text, resource_table
@@ -101,7 +102,12 @@ async def _show(
     click.echo(f"plugin dir: {kubelet.plugin_dir}\n")
     click.echo(resource_table(kubelet) + "\n")
     for name in expected:
-        response = await kubelet.allocate(name, count=1)
+        try:
+            response = await kubelet.allocate(name, count=1)
+        except (RuntimeError, grpc.aio.AioRpcError) as error:
+            # No healthy device, or an injected admission fault: kubelet would fail the pod.
+            click.echo(f"cannot allocate from {name}: {error}\n")
+            continue
         click.echo(allocation_text(name, response) + "\n")
     host, port = supervisor.metrics_address or ("?", 0)
     click.echo(f"metrics: http://{host}:{port}/metrics   health: http://{host}:{port}/healthz")
