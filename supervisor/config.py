@@ -23,6 +23,7 @@ from plugin_worker.api import ResourceSpec
 from supervisor import fastyaml
 from supervisor.config_schema import Checker, LineOf, validate_document
 from supervisor.errors import ConfigError, Problem
+from supervisor.gcpause import gc_paused
 from supervisor.resources import build_resources
 
 DEFAULT_DOMAIN = "ska-sdp.org"
@@ -105,6 +106,7 @@ def load_config(
     return parse_config(data, source=str(path), default_domain=default_domain, node_name=node_name)
 
 
+@gc_paused
 def parse_config(
     data: bytes,
     *,

@@ -91,6 +91,9 @@ def load(text: str) -> Any:
     """The single document in `text` as ``YAML(typ="safe")`` loads it, or NotSimpleError."""
     if _CPARSER is None or _RESOLVERS is None:
         raise NotSimpleError("ruamel.yaml's C parser is not available")
+    document = _lines(text, _RESOLVERS)
+    if document is not None:
+        return document
     parser = _CPARSER(text)
     try:
         return _stream(parser.get_event, _RESOLVERS)
@@ -137,7 +140,7 @@ def _document(  # noqa: PLR0912 -- one flat dispatch over event types reads best
         event: Any = get()
         kind = type(event)
         if kind is scalar:
-            if event.anchor is not None or event.tag is not None:
+            if event.anchor is not None or event.ctag is not None:  # ctag: .tag is a slow property
                 raise NotSimpleError("anchor or tag")
             item = event.value
             if event.implicit[0]:  # plain: resolved as ruamel's resolver would
@@ -145,7 +148,7 @@ def _document(  # noqa: PLR0912 -- one flat dispatch over event types reads best
                 if candidates is not None:
                     item = _plain(item, candidates)
         elif kind is mapping_start or kind is sequence_start:
-            if event.anchor is not None or event.tag is not None:
+            if event.anchor is not None or event.ctag is not None:  # ctag: .tag is a slow property
                 raise NotSimpleError("anchor or tag")
             containers.append({} if kind is mapping_start else [])
             keys.append(_NO_KEY)
@@ -167,3 +170,66 @@ def _document(  # noqa: PLR0912 -- one flat dispatch over event types reads best
         else:
             parent[keys[-1]] = item
             keys[-1] = _NO_KEY
+
+
+# -- the line path: the canonical layout, a line at a time -----------------------------
+
+_ENTRY = re.compile(r"( *)(- )?([A-Za-z_][A-Za-z0-9_]*):(?: ([A-Za-z0-9/_][A-Za-z0-9/._-]*))? *")
+_IGNORED = re.compile(r" *(?:#[ -~]*)?")  # blank, or a comment of printable ASCII
+_ODD = re.compile(r"[^\n -~]")  # tabs, CR, BOM, non-ASCII: left to the parser
+
+
+def _lines(  # noqa: PLR0912 -- one flat state machine over line kinds reads best
+    text: str, resolvers: dict[str, list[tuple[str, Matcher]]]
+) -> dict[str, Any] | None:
+    """The document if it is top-level ``key: scalar`` and ``key:`` + a block list of flat
+    mappings (``- k: v`` then ``  k: v`` lines), with plain ASCII scalars; else None.
+
+    About 4x faster than the event path on 10,000 devices. Every line must match one
+    of two strict patterns; anything else (flow style, nesting, quotes, trailing
+    comments, anchors, document markers, keys over 128 characters) returns
+    None, and the C parser takes over. Scalars are resolved as on the event path.
+    """
+    if _ODD.search(text):
+        return None
+    root: dict[str, Any] = {}
+    block: str | None = None  # the top-level key whose list is being read
+    items: list[dict[str, Any]] | None = None
+    indent = 0
+    for line in text.split("\n"):
+        match = _ENTRY.fullmatch(line)
+        if match is None:
+            if _IGNORED.fullmatch(line):
+                continue
+            return None
+        spaces, dash, key, value = match.groups()
+        key = _scalar(key, resolvers)
+        if not isinstance(key, str) or len(key) > 128:  # YAML caps implicit keys at 1024
+            return None
+        depth = len(spaces)
+        if depth == 0 and not dash:  # a top-level key
+            if (block is not None and items is None) or key in root:
+                return None  # ``key:`` with nothing under it (null), or a duplicate
+            root[key] = None if value is None else _scalar(value, resolvers)
+            block, items = (key, None) if value is None else (None, None)
+        elif value is None or block is None:
+            return None  # nesting deeper than flat list items
+        elif dash:
+            if items is None:
+                items, indent = [], depth
+                root[block] = items
+            elif depth != indent:
+                return None
+            items.append({key: _scalar(value, resolvers)})
+        elif items is not None and depth == indent + 2 and key not in items[-1]:
+            items[-1][key] = _scalar(value, resolvers)
+        else:
+            return None
+    if not root or (block is not None and items is None):
+        return None
+    return root
+
+
+def _scalar(value: str, resolvers: dict[str, list[tuple[str, Matcher]]]) -> Any:
+    candidates = resolvers.get(value[:1])
+    return value if candidates is None else _plain(value, candidates)

@@ -145,3 +145,90 @@ def test_agrees_with_ruamel_whenever_it_answers(value: Any) -> None:
     answer = fast(text)
     if answer is not None:
         assert answer == reference(text)
+
+
+# -- the line path (the canonical layout) ------------------------------------------------
+
+
+def lines(text: str) -> object:
+    try:
+        return fastyaml._lines(text, fastyaml._RESOLVERS or {})
+    except fastyaml.NotSimpleError:
+        return None
+
+
+@pytest.mark.parametrize("example", sorted(EXAMPLES.glob("*.yml")), ids=lambda p: p.name)
+def test_line_path_agrees_on_examples(example: Path) -> None:
+    text = example.read_text()
+    answer = lines(text)
+    assert answer is None or ("ok", answer) == reference(text)
+
+
+def test_line_path_takes_the_canonical_layout() -> None:
+    text = (
+        "# devices\ndomain: ska-sdp.org\ndevices:\n"
+        "- type: snaffler  \n  model: v1\n  device: /dev/wibble1\n  numa: 0\n\n"
+        "- type: snaffler\n  model: v2\n  device: /dev/wibble_2.x-y\n  healthy: true\n"
+        "other:\n  - a: b\n    c: 1.5\nlast: null\n"
+    )
+    assert ("ok", lines(text)) == reference(text)
+    assert lines(text) is not None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "devices:\n- type: a\n  model: v1\n    more\n",  # a multi-line plain scalar
+        "devices:\n- type: a\n  model:\n    x: y\n",  # nesting
+        "devices:\n- type: a # note\n",  # trailing comment
+        "devices:\n- type: 'a'\n",  # quoted
+        "devices:\n-\ttype: a\n",  # tab
+        "devices:\r\n- type: a\r\n",  # CR
+        "devices:\ndomain: x\n",  # ``devices:`` is null
+        "devices:\n- type: a\n  type: b\n",  # duplicate key
+        "a: b\na: c\n",  # duplicate top-level key
+        "null: a\n",  # a key that is not a string
+        "devices:\n- type: a\n - model: b\n",  # inconsistent indentation
+        "devices:\n  - type: a\n- model: b\n",
+        "a: b\n  c: d\n",
+        "---\na: b\n",
+        "a: b\n# é\n",
+        "devices:\n- {type: a}\n",
+        "",
+    ],
+    ids=lambda text: repr(text)[:40],
+)
+def test_line_path_declines_everything_else(text: str) -> None:
+    assert lines(text) is None
+
+
+_keys = st.sampled_from(["type", "model", "device", "id", "numa", "true", "null", "y", "_x", "N"])
+_plain_values = st.sampled_from(
+    ["v1", "/dev/x", "0", "12", "-0", "007", "1.5", "0x1F", "true", "False", "null", "yes",
+     "a.b-c_d", "1_0", "2001-12-14", "_", "NULL", "Null", "1e3"]
+)  # fmt: skip
+
+
+@st.composite
+def _canonical(draw: st.DrawFn) -> str:
+    out = []
+    for key in draw(st.lists(_keys, min_size=1, max_size=3)):
+        if draw(st.booleans()):
+            out.append(f"{key}: {draw(_plain_values)}")
+            continue
+        out.append(f"{key}:")
+        pad = " " * draw(st.sampled_from([0, 2]))
+        for item in draw(st.lists(st.lists(st.tuples(_keys, _plain_values), min_size=1,
+                                           max_size=4), max_size=3)):  # fmt: skip
+            for index, (k, v) in enumerate(item):
+                out.append(f"{pad}{'- ' if index == 0 else '  '}{k}: {v}")
+    return "\n".join(out) + "\n"
+
+
+@settings(max_examples=300, deadline=None)
+@given(_canonical())
+def test_line_path_agrees_with_ruamel(text: str) -> None:
+    answer = lines(text)
+    if answer is not None:
+        assert ("ok", answer) == reference(text)
+        assert fast(text) == ("ok", answer)
