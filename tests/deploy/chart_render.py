@@ -71,7 +71,9 @@ def one(manifests: list[Manifest], kind: str, name_suffix: str = "") -> Manifest
     return found[0]
 
 
-def render_notes(helm: str, tmp_path: Path, *, set_values: Sequence[str] = ()) -> str:
+def render_notes(
+    helm: str, tmp_path: Path, *, values: Sequence[Path] = (), set_values: Sequence[str] = ()
+) -> str:
     """NOTES.txt as `helm install` would print it.
 
     `helm template` never renders NOTES.txt and `helm install --dry-run` needs a cluster, so a
@@ -86,6 +88,8 @@ def render_notes(helm: str, tmp_path: Path, *, set_values: Sequence[str] = ()) -
     )
     cmd = [helm, "template", RELEASE, str(chart), "--namespace", NAMESPACE]
     cmd += ["--show-only", "templates/zz-notes.yaml"]
+    for path in values:
+        cmd += ["--values", str(path)]
     for item in set_values:
         cmd += ["--set", item]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)

@@ -22,6 +22,8 @@ KNOWN_METRICS = frozenset(
     {
         "widget_devices",
         "widget_devices_in_use",
+        "widget_device_allocation",
+        "widget_pod_resources_up",
         "widget_plugin_registered",
         "widget_allocations_total",
         "widget_allocated_devices_total",

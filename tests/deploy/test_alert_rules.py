@@ -17,6 +17,7 @@ REQUIRED_ALERTS = {
     "WidgetConfigReloadFailing",
     "WidgetDevicesUnhealthy",
     "WidgetAllocationErrors",
+    "WidgetPodResourcesUnavailable",
 }
 
 
@@ -88,6 +89,18 @@ def test_each_alert_is_shown_firing_and_not_firing(alert: str) -> None:
         pytest.param("for: 5m", "for: 1m", id="shorter-for"),
         pytest.param('{health="Unhealthy"}) > 0', '{health="Unhealthy"}) > 5', id="threshold"),
         pytest.param("offset 10m", "offset 1m", id="first-error-window"),
+        pytest.param(
+            'increase(widget_allocation_errors_total{reason!="injected_failure"}[10m])',
+            "increase(widget_allocation_errors_total[10m])",
+            id="injected-failures-alert",
+        ),
+        pytest.param(
+            'widget_allocation_errors_total{reason!="injected_failure"}\n',
+            "widget_allocation_errors_total\n",
+            id="first-injected-failure-alerts",
+        ),
+        pytest.param("for: 15m", "for: 10m", id="pod-resources-for"),
+        pytest.param("(widget_pod_resources_up) == 0", "(widget_pod_resources_up) < 2", id="up"),
     ],
 )
 def test_unit_tests_catch_a_changed_rule(promtool: str, tmp_path: Path, old: str, new: str) -> None:

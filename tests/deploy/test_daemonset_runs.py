@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from chart_render import REPO_ROOT, one, render
+from chart_render import REPO_ROOT, VALUES_DIR, one, render
 
 from kubelet_standin import KubeletStandIn
 
@@ -140,9 +140,16 @@ async def test_chart_container_serves_probes_metrics_and_reloads_live(
         registered = f'widget_plugin_registered{{resource="{SNAFFLER}"}} 1.0'
         await poll_http(base + "/metrics", process, registered)
 
+        # The chart passes no pod-resources socket: the supervisor derives it from the plugin
+        # dir (<plugin dir>/../pod-resources/kubelet.sock), where the chart mounts kubelet's
+        # pod-resources dir and where the stand-in serves it here.
+        await poll_http(base + "/metrics", process, "widget_pod_resources_up 1.0")
+
         # What `helm test` checks in its pod.
-        response = await kubelet.allocate(SNAFFLER, count=1)
+        response = await kubelet.allocate(SNAFFLER, count=1, namespace="widget-system", pod="t")
         assert response.envs["WIDGET_VISIBLE_DEVICES"] == "/dev/wibble1"
+        # Who holds it, reported shortly after the Allocate (not at the 10 s poll).
+        await poll_http(base + "/metrics", process, 'namespace="widget-system",pod="t"')
 
         # `helm upgrade` with one more device type: kubelet swaps the ConfigMap's `..data`.
         config_dir.publish(
@@ -164,3 +171,49 @@ async def test_chart_container_serves_probes_metrics_and_reloads_live(
         print(log.read_text())  # pytest shows captured output only for a failure
     assert process.returncode == 0, log.read_text()
     assert '"level": "info"' in log.read_text(), "the chart asks for json logs"
+
+
+async def test_chart_container_writes_cdi_specs_where_the_chart_mounts_them(
+    helm: str, short_tmp: Path
+) -> None:
+    """With cdi.enabled, the supervisor writes its CDI spec file into the mounted directory."""
+    manifests = render(helm, values=[VALUES_DIR / "realistic-mocks.yaml"])
+    (container,) = one(manifests, "DaemonSet")["spec"]["template"]["spec"]["containers"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    config_dir = ConfigMapDir(short_tmp / "config")
+    config_dir.publish(one(manifests, "ConfigMap", "-config")["data"]["config.yaml"])
+    host_cdi = short_tmp / "cdi"  # stands for the host's cdi.hostPath, mounted at mounts["cdi"]
+    env = {}
+    for item in container["env"]:
+        env[item["name"]] = item.get("value", "gpu-node-1")  # WIDGET_NODE_NAME: a gpu node
+    assert env["WIDGET_CDI_DIR"] == mounts["cdi"]
+    env |= {
+        "WIDGET_CDI_DIR": str(host_cdi),
+        "WIDGET_PLUGIN_DIR": str(short_tmp / "device-plugins"),
+        "WIDGET_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
+    }
+    args = [str(a).replace(CHART_CONFIG_DIR, str(config_dir.root)) for a in container["args"]]
+    kubelet = KubeletStandIn(short_tmp / "device-plugins")
+    await kubelet.start()
+    log = short_tmp / "supervisor.log"
+    with log.open("wb") as sink:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "supervisor", *args,
+            env={**os.environ, **env}, cwd=REPO_ROOT, stdout=sink, stderr=sink,
+        )  # fmt: skip
+    try:
+        shared, doohickey = "ska-sdp.org/snaffler-v1.shared", "ska-sdp.org/doohickey-a100"
+        await kubelet.wait_registered([shared, doohickey])
+        written = sorted(p.name for p in host_cdi.glob("widget-*.json"))
+        assert len(written) == 2, written
+        response = await kubelet.allocate(doohickey, count=1)
+        assert [d.name for d in response.cdi_devices] == [
+            f"{doohickey}={response.envs['WIDGET_VISIBLE_DEVICE_IDS']}"
+        ]
+    finally:
+        await kubelet.stop()
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(process.wait(), 15)
+        print(log.read_text())
+    assert process.returncode == 0, log.read_text()

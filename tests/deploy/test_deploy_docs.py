@@ -25,3 +25,21 @@ def test_every_alert_is_documented() -> None:
 def test_walkthrough_covers_the_steps() -> None:
     for step in ("docker build", "helm install", "jq '.items[]", "helm test", "Import"):
         assert step in DEPLOY, step
+
+
+def test_realistic_mock_deployment_is_described() -> None:
+    """The values and cluster prerequisites of per-node configs, CDI and pod-resources."""
+    for text in (
+        "config.nodes",
+        "WIDGET_NODE_NAME",
+        "--node-name",
+        "mode: replace",
+        "cdi.enabled",
+        "cdi.hostPath",
+        "enable_cdi = true",
+        "DevicePluginCDIDevices",
+        "podResources.interval",
+        "pod-resources/kubelet.sock",
+    ):
+        assert text in DEPLOY, text
+    assert "injected_failure" in MONITORING

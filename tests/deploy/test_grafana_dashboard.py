@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,12 @@ from promql_queries import (
     variable_queries,
 )
 
+# Metrics per node (no `resource` label): the Resource variable cannot filter them.
+PER_NODE_METRICS = {
+    "widget_config_reloads_total",
+    "widget_config_last_reload_successful",
+    "widget_pod_resources_up",
+}
 DEFAULT_TITLES = {"", "Panel Title", "New panel", "New Panel", "Row title", "New row"}
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 
@@ -89,6 +96,8 @@ def test_panels_do_not_overlap() -> None:
         "widget_plugin_registered",
         "widget_config_reloads_total",
         "widget_devices_in_use",
+        "widget_device_allocation",
+        "widget_pod_resources_up",
     ],
 )
 def test_the_required_metrics_are_on_the_dashboard(metric: str) -> None:
@@ -109,8 +118,41 @@ def test_queries_filter_by_node_and_resource() -> None:
     for panel in panels():
         for target in panel["targets"]:
             assert 'node=~"$node"' in target["expr"], panel["title"]
-            if "widget_config_" not in target["expr"]:
+            if not metric_names(target["expr"]) <= PER_NODE_METRICS:
                 assert 'resource=~"$resource"' in target["expr"], panel["title"]
+
+
+def test_who_holds_which_device_is_a_table_of_holders() -> None:
+    (table,) = [p for p in panels() if p["title"] == "Who holds which device"]
+    assert table["type"] == "table"
+    (target,) = table["targets"]
+    assert target["format"] == "table"
+    assert target["instant"] is True
+    assert metric_names(target["expr"]) == {"widget_device_allocation"}
+    grouping = "by (node, resource, device, namespace, pod, container)"
+    assert grouping in target["expr"]
+    (organize,) = [t for t in table["transformations"] if t["id"] == "organize"]
+    assert organize["options"]["excludeByName"] == {"Time": True, "Value": True}
+    columns = sorted(organize["options"]["indexByName"], key=organize["options"]["indexByName"].get)
+    assert columns == ["node", "resource", "device", "namespace", "pod", "container"]
+
+
+def test_error_panels_break_errors_down_by_reason_and_explain_injected_failures() -> None:
+    errors = [p for p in panels() if "errors" in p["title"].lower()]
+    assert len(errors) == 2
+    for panel in errors:
+        assert re.match(r"sum by \((\w+, )*reason\)", panel["targets"][0]["expr"]), panel["title"]
+        assert "{{reason}}" in panel["targets"][0]["legendFormat"], panel["title"]
+        assert "injected_failure is expected" in panel["description"], panel["title"]
+
+
+def test_devices_in_use_shows_a_gap_not_a_false_zero_while_pod_resources_is_down() -> None:
+    (in_use,) = [p for p in panels() if p["title"] == "Devices in use"]
+    expr = in_use["targets"][0]["expr"]
+    assert metric_names(expr) == {"widget_devices_in_use", "widget_pod_resources_up"}
+    assert expr.endswith(
+        'and on (node) (max by (node) (widget_pod_resources_up{node=~"$node"}) == 1)'
+    )
 
 
 @pytest.mark.parametrize("query", dashboard_queries() + variable_queries(), ids=lambda q: q.source)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -35,6 +37,8 @@ VALUES_CASES = [pytest.param((), id="defaults")] + [
 ]
 CONFIG_MOUNT = "/etc/widget-plugin"
 CORE_CLI = REPO_ROOT / "supervisor" / "cli.py"
+EXAMPLES = REPO_ROOT / "config" / "examples"
+VALIDATE = [sys.executable, "-m", "supervisor", "validate"]
 
 
 def supervisor_container(manifests: list[Manifest]) -> dict[str, Any]:
@@ -60,7 +64,12 @@ def test_chart_lints_strictly(helm: str) -> None:
 
 
 def test_there_are_enough_values_files() -> None:
-    assert {p.stem for p in values_files()} >= {"monitoring", "existing-configmap", "scheduling"}
+    assert {p.stem for p in values_files()} >= {
+        "monitoring",
+        "existing-configmap",
+        "scheduling",
+        "realistic-mocks",
+    }
 
 
 @pytest.mark.parametrize("values", VALUES_CASES)
@@ -88,7 +97,7 @@ def test_every_object_is_named_labelled_and_namespaced(helm: str, values: tuple[
         labels = meta["labels"]
         assert labels["app.kubernetes.io/instance"] == "widget"
         assert labels["app.kubernetes.io/managed-by"] == "Helm"
-        assert labels["helm.sh/chart"] == "widget-plugin-0.1.0"
+        assert labels["helm.sh/chart"] == "widget-plugin-0.2.0"
 
 
 def test_default_config_appears_in_the_configmap(helm: str) -> None:
@@ -109,6 +118,51 @@ def test_custom_devices_appear_in_the_configmap(helm: str) -> None:
         # A quoted number stays a string (the supervisor refuses `model: 2`).
         {"type": "snaffler", "model": "2", "device": "/dev/wibble9"},
     ]
+
+
+def test_every_config_key_reaches_the_configmap_unchanged(helm: str) -> None:
+    """The whole config format (resources, nodes, faults, durations ...), not only devices."""
+    values_file = VALUES_DIR / "realistic-mocks.yaml"
+    manifests = render(helm, values=[values_file])
+    config = yaml.safe_load(one(manifests, "ConfigMap", "-config")["data"]["config.yaml"])
+    assert config == yaml.safe_load(values_file.read_text())["config"]
+    assert {"devices", "resources", "nodes"} <= set(config)
+
+
+@pytest.mark.parametrize("example", sorted(EXAMPLES.glob("*.yml")), ids=lambda p: p.stem)
+def test_every_config_example_is_accepted_as_values(
+    helm: str, tmp_path: Path, example: Path
+) -> None:
+    """Each file of config/examples/ (one per feature), given as `config`, passes the schema and
+    the fail checks and reaches the ConfigMap unchanged (plus the chart's default domain)."""
+    config = yaml.safe_load(example.read_text())
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"config": config, "cdi": {"enabled": True}}))
+    manifests = render(helm, values=[values])
+    rendered = yaml.safe_load(one(manifests, "ConfigMap", "-config")["data"]["config.yaml"])
+    assert rendered == {"domain": "ska-sdp.org", **config}
+
+
+def test_helm_test_pod_requests_the_renamed_shared_resource(helm: str) -> None:
+    # snaffler/v1 has replicas: 4 and renameShared: true, so the supervisor names it .shared.
+    pod = one(render(helm, values=[VALUES_DIR / "realistic-mocks.yaml"]), "Pod")
+    limits = pod["spec"]["containers"][0]["resources"]["limits"]
+    assert "ska-sdp.org/snaffler-v1.shared" in limits
+    assert "ska-sdp.org/snaffler-v1" not in limits
+
+
+def test_per_node_devices_reach_the_test_pod_and_the_notes(helm: str, tmp_path: Path) -> None:
+    """No top-level devices: the test pod asks for the first nodes entry's resource."""
+    values = tmp_path / "per-node.yaml"
+    nodes = [
+        {"match": "gpu-*", "devices": [{"type": "gizmo", "model": "mk2", "device": "/dev/g0"}]}
+    ]
+    values.write_text(yaml.safe_dump({"config": {"devices": [], "nodes": nodes}}))
+    pod = one(render(helm, values=[values]), "Pod")
+    assert "ska-sdp.org/gizmo-mk2" in pod["spec"]["containers"][0]["resources"]["limits"]
+    notes = render_notes(helm, tmp_path, values=[values])
+    assert "- ska-sdp.org/gizmo-mk2 (on nodes matching gpu-*)" in notes
+    assert "snaffler" not in notes
 
 
 def test_existing_configmap_replaces_the_rendered_one(helm: str) -> None:
@@ -170,6 +224,55 @@ def test_kubelet_directories_are_host_mounted(
     assert not mounts["device-plugins"].get("readOnly", False)
     assert mounts["pod-resources"]["mountPath"] == "/var/lib/kubelet/pod-resources"
     assert mounts["pod-resources"]["readOnly"] is True
+
+
+@pytest.mark.parametrize("values", VALUES_CASES)
+def test_supervisor_finds_the_pod_resources_socket_in_its_mount(
+    helm: str, values: tuple[Path, ...]
+) -> None:
+    """The supervisor's default socket is <plugin dir>/../pod-resources/kubelet.sock
+    (supervisor/cli.py); the chart passes no socket, so that path must be inside the mount."""
+    container = supervisor_container(render(helm, values=values))
+    env = env_of(container)
+    assert "WIDGET_POD_RESOURCES_SOCKET" not in env
+    assert not any("--pod-resources-socket" in arg for arg in container["args"])
+    socket = Path(env["WIDGET_PLUGIN_DIR"]).parent / "pod-resources" / "kubelet.sock"
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert socket.parent == Path(mounts["pod-resources"]["mountPath"])
+
+
+def test_cdi_is_off_by_default(helm: str) -> None:
+    manifests = render(helm)
+    spec = one(manifests, "DaemonSet")["spec"]["template"]["spec"]
+    assert "cdi" not in {v["name"] for v in spec["volumes"]}
+    assert "WIDGET_CDI_DIR" not in env_of(supervisor_container(manifests))
+
+
+def test_cdi_mounts_the_host_directory_read_write(helm: str) -> None:
+    manifests = render(helm, values=[VALUES_DIR / "realistic-mocks.yaml"])
+    volumes = {
+        v["name"]: v for v in one(manifests, "DaemonSet")["spec"]["template"]["spec"]["volumes"]
+    }
+    assert volumes["cdi"]["hostPath"] == {"path": "/etc/cdi", "type": "DirectoryOrCreate"}
+    container = supervisor_container(manifests)
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert not mounts["cdi"].get("readOnly", False)
+    # The supervisor writes where it is told: the mount (the root filesystem is read-only).
+    assert env_of(container)["WIDGET_CDI_DIR"] == mounts["cdi"]["mountPath"]
+
+
+@pytest.mark.parametrize(
+    ("values", "interval"),
+    [
+        pytest.param((), "10", id="defaults"),
+        pytest.param((VALUES_DIR / "realistic-mocks.yaml",), "2.5", id="realistic-mocks"),
+    ],
+)
+def test_pod_resources_interval_reaches_the_supervisor(
+    helm: str, values: tuple[Path, ...], interval: str
+) -> None:
+    env = env_of(supervisor_container(render(helm, values=values)))
+    assert env["WIDGET_POD_RESOURCES_INTERVAL"] == interval
 
 
 def test_daemonset_defaults(helm: str) -> None:
@@ -337,22 +440,44 @@ def test_notes_tell_how_to_see_capacity_and_request_a_device(helm: str, tmp_path
     assert "{{" not in notes
 
 
+def node_names(config: dict[str, Any]) -> list[str]:
+    """A node name selecting each `nodes` entry (its `match` with every wildcard made "1"),
+    then one that selects none."""
+    names = []
+    for entry in config.get("nodes", []):
+        name = re.sub(r"\[[^\]]*\]|[*?]", "1", entry["match"])
+        assert fnmatch.fnmatchcase(name, entry["match"]), (name, entry["match"])
+        names.append(name)
+    none = "no-such-node-0"
+    assert not any(fnmatch.fnmatchcase(none, e["match"]) for e in config.get("nodes", []))
+    return [*names, none]
+
+
+def test_node_names_select_each_entry() -> None:
+    config = {"nodes": [{"match": "gpu-*"}, {"match": "rack[0-9]-n?"}, {"match": "exact"}]}
+    assert node_names(config) == ["gpu-1", "rack1-n1", "exact", "no-such-node-0"]
+
+
 @pytest.mark.skipif(not CORE_CLI.exists(), reason="the core's CLI (supervisor/cli.py) not there")
 @pytest.mark.parametrize("values", [v for v in VALUES_CASES if "existing" not in v.id])
 def test_rendered_config_passes_the_supervisors_validate(
     helm: str, values: tuple[Path, ...], tmp_path: Path
 ) -> None:
+    """`widget-supervisor validate` accepts the rendered config on every kind of node: once with
+    a node name selecting each `nodes` entry (as WIDGET_NODE_NAME would), once with none."""
     configmap = one(render(helm, values=values), "ConfigMap", "-config")
+    text = configmap["data"]["config.yaml"]
     config = tmp_path / "config.yaml"
-    config.write_text(configmap["data"]["config.yaml"])
+    config.write_text(text)
     # The mode a ConfigMap volume gives it (defaultMode 0444): strict perms stay on.
     config.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
-    done = subprocess.run(
-        [sys.executable, "-m", "supervisor", "validate", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO_ROOT,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    for node in node_names(yaml.safe_load(text)):
+        done = subprocess.run(
+            [*VALIDATE, "--config", str(config), "--node-name", node],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO_ROOT,
+            check=False,
+        )
+        assert done.returncode == 0, f"node {node}:\n{done.stdout}{done.stderr}"

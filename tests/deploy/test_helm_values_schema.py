@@ -12,6 +12,9 @@ import pytest
 import yaml
 from chart_render import helm_template
 
+DEVICE = {"type": "snaffler", "model": "v1", "device": "/dev/wibble1"}
+RESOURCE = {"type": "snaffler", "model": "v1"}
+
 SCHEMA_CASES = [
     pytest.param(
         {"config": {"devices": [{"model": "v1", "device": "/dev/wibble1"}]}},
@@ -88,13 +91,168 @@ SCHEMA_CASES = [
         ["nodeSelectr"],
         id="misspelt-top-level-key",
     ),
+    # The realistic-mock keys of the config format (supervisor/config_schema.py).
+    pytest.param(
+        {"config": {"devices": [{**DEVICE, "health": "Sick"}]}},
+        ["config.devices.0.health", "Healthy"],
+        id="unknown-health",
+    ),
+    pytest.param(
+        {"config": {"devices": [{**DEVICE, "numa": 1024}]}},
+        ["config.devices.0.numa", "1023"],
+        id="numa-out-of-range",
+    ),
+    pytest.param(
+        {"config": {"devices": [{**DEVICE, "numa": "0"}]}},
+        ["config.devices.0.numa", "integer"],
+        id="numa-as-string",
+    ),
+    pytest.param(
+        {"config": {"devices": [{**DEVICE, "faults": {"unhealthyAfter": "30 sec"}}]}},
+        ["config.devices.0.faults.unhealthyAfter", "pattern"],
+        id="bad-duration",
+    ),
+    pytest.param(
+        {"config": {"devices": [{**DEVICE, "faults": {"unhealthyAfter": -1}}]}},
+        ["config.devices.0.faults.unhealthyAfter", "0"],
+        id="negative-duration",
+    ),
+    pytest.param(
+        {"config": {"devices": [{**DEVICE, "faults": {"flapPeriod": 0}}]}},
+        ["config.devices.0.faults.flapPeriod", "0"],
+        id="zero-flap-period",
+    ),
+    pytest.param(
+        {"config": {"devices": [{**DEVICE, "faults": {}}]}},
+        ["config.devices.0.faults", "1"],
+        id="empty-faults",
+    ),
+    pytest.param(
+        {"config": {"devices": [{**DEVICE, "faults": {"recoverAfer": "1m"}}]}},
+        ["config.devices.0.faults", "recoverAfer"],
+        id="misspelt-fault-key",
+    ),
+    pytest.param(
+        {"config": {"resources": [{**RESOURCE, "replicas": 0}]}},
+        ["config.resources.0.replicas", "1"],
+        id="zero-replicas",
+    ),
+    pytest.param(
+        {"config": {"resources": [{**RESOURCE, "replicas": 101}]}},
+        ["config.resources.0.replicas", "100"],
+        id="too-many-replicas",
+    ),
+    pytest.param(
+        {"config": {"resources": [{"type": "snaffler", "replicas": 2}]}},
+        ["config.resources.0", "model"],
+        id="resource-without-model",
+    ),
+    pytest.param(
+        {"config": {"resources": [{**RESOURCE, "preferredAllocation": "random"}]}},
+        ["config.resources.0.preferredAllocation", "packed"],
+        id="unknown-policy",
+    ),
+    pytest.param(
+        {"config": {"resources": [{**RESOURCE, "renameShared": "yes"}]}},
+        ["config.resources.0.renameShared", "boolean"],
+        id="flag-not-boolean",
+    ),
+    pytest.param(
+        {"config": {"resources": [{**RESOURCE, "envs": {"WIDGET_VISIBLE_DEVICES": "x"}}]}},
+        ["config.resources.0.envs", "WIDGET_VISIBLE_DEVICES"],
+        id="reserved-env",
+    ),
+    pytest.param(
+        {"config": {"resources": [{**RESOURCE, "envs": {"MODE": 1}}]}},
+        ["config.resources.0.envs.MODE", "string"],
+        id="env-value-not-string",
+    ),
+    pytest.param(
+        {
+            "config": {
+                "resources": [{**RESOURCE, "mounts": [{"hostPath": "/a", "containerPath": "b"}]}]
+            }
+        },
+        ["config.resources.0.mounts.0.containerPath", "pattern"],
+        id="relative-mount",
+    ),
+    pytest.param(
+        {"config": {"resources": [{**RESOURCE, "annotations": {"a b": "c"}}]}},
+        ["config.resources.0.annotations", "a b"],
+        id="bad-annotation-key",
+    ),
+    pytest.param(
+        {"config": {"resources": [{**RESOURCE, "allocate": {"failureRate": 1.5}}]}},
+        ["config.resources.0.allocate.failureRate", "1"],
+        id="failure-rate-above-one",
+    ),
+    pytest.param(
+        {"config": {"resources": [{**RESOURCE, "allocate": {"delay": 301}}]}},
+        ["config.resources.0.allocate.delay", "300"],
+        id="delay-too-long",
+    ),
+    pytest.param(
+        {"config": {"resources": [{**RESOURCE, "allocate": {"seed": 1.5}}]}},
+        ["config.resources.0.allocate.seed", "integer"],
+        id="fractional-seed",
+    ),
+    pytest.param(
+        {"config": {"resources": [{**RESOURCE, "alocate": {}}]}},
+        ["config.resources.0", "alocate"],
+        id="misspelt-resource-key",
+    ),
+    pytest.param(
+        {"config": {"nodes": [{"devices": [DEVICE]}]}},
+        ["config.nodes.0", "match"],
+        id="node-without-match",
+    ),
+    pytest.param(
+        {"config": {"nodes": [{"match": "gpu-*", "mode": "merge"}]}},
+        ["config.nodes.0.mode", "replace"],
+        id="unknown-node-mode",
+    ),
+    pytest.param(
+        {"config": {"nodes": [{"match": "gpu-*", "devices": [{**DEVICE, "numa": -1}]}]}},
+        ["config.nodes.0.devices.0.numa", "0"],
+        id="node-device-checked-too",
+    ),
+    pytest.param(
+        {"podResources": {"interval": -1}},
+        ["podResources.interval", "0"],
+        id="negative-pod-resources-interval",
+    ),
+    pytest.param(
+        {"cdi": {"enabled": True, "hostPath": "var/run/cdi"}},
+        ["cdi.hostPath", "pattern"],
+        id="relative-cdi-dir",
+    ),
 ]
 
 FAIL_CASES = [
     pytest.param(
         {"config": {"devices": []}},
-        ["config.devices is empty and existingConfigMap is not set"],
+        ["config.devices is empty, no config.nodes entry lists devices"],
         id="no-devices",
+    ),
+    pytest.param(
+        {"config": {"devices": [], "nodes": [{"match": "gpu-*"}]}},
+        ["config.devices is empty, no config.nodes entry lists devices"],
+        id="no-devices-on-any-node",
+    ),
+    pytest.param(
+        {"config": {"nodes": [{"match": "x", "devices": [{**DEVICE, "type": "t" * 62}]}]}},
+        ["config.nodes[0].devices[0]", "at most 63"],
+        id="node-resource-name-too-long",
+    ),
+    pytest.param(
+        {"config": {"resources": [{**RESOURCE, "cdi": True}]}},
+        ["config.resources[0] (snaffler v1) sets cdi: true, but cdi.enabled is false"],
+        id="cdi-resource-without-cdi-mount",
+    ),
+    pytest.param(
+        {"config": {"nodes": [{"match": "x", "resources": [{**RESOURCE, "cdi": True}]}]}},
+        ["config.nodes[0].resources[0] (snaffler v1) sets cdi: true"],
+        id="node-cdi-resource-without-cdi-mount",
     ),
     pytest.param(
         {
@@ -180,6 +338,47 @@ def test_fail_checks_explain_the_fix(
             },
             id="same-path-two-resources",
         ),
+        # A device listed in several `nodes` entries (and at the top level): which entries apply
+        # depends on the node, so the chart leaves duplicates there to `widget-supervisor
+        # validate --node-name`.
+        pytest.param(
+            {
+                "config": {
+                    "devices": [DEVICE],
+                    "nodes": [
+                        {"match": "gpu-*", "devices": [{**DEVICE, "device": "/dev/g"}]},
+                        {
+                            "match": "edge-*",
+                            "mode": "replace",
+                            "devices": [{**DEVICE, "device": "/dev/g"}],
+                        },
+                        {"match": "big-*", "mode": "replace", "devices": [DEVICE]},
+                    ],
+                }
+            },
+            id="device-in-several-node-entries",
+        ),
+        pytest.param(
+            {"config": {"devices": [], "nodes": [{"match": "gpu-*", "devices": [DEVICE]}]}},
+            id="devices-only-per-node",
+        ),
+        pytest.param(
+            {
+                "config": {
+                    "devices": [{**DEVICE, "faults": {"unhealthyAfter": 0, "flapPeriod": 0.5}}],
+                    "resources": [{**RESOURCE, "allocate": {"delay": "1m30s", "seed": 0}}],
+                }
+            },
+            id="durations-as-numbers-and-strings",
+        ),
+        pytest.param(
+            {
+                "cdi": {"enabled": True, "hostPath": "/etc/cdi"},
+                "config": {"resources": [{**RESOURCE, "cdi": True}]},
+            },
+            id="cdi-resource-with-cdi-mount",
+        ),
+        pytest.param({"podResources": {"interval": 0}}, id="pod-resources-monitor-off"),
     ],
 )
 def test_good_edge_values_are_accepted(

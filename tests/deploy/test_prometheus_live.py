@@ -3,8 +3,9 @@
 The static tests (test_grafana_dashboard.py, test_alert_rules.py) check that the queries are
 well-formed and name only known metrics. This test checks that they *work*: a `prometheus`
 process scrapes a running `widget-supervisor` that the kubelet stand-in has driven through
-known allocations, a refused Allocate, a kubelet restart and two config reloads (one rejected,
-one accepted); then each query goes to Prometheus' HTTP API and must succeed, without
+known allocations to named pods (reported back by the stand-in's pod-resources API), a refused
+Allocate, an injected admission failure, a kubelet restart and two config reloads (one
+rejected, one accepted); then each query goes to Prometheus' HTTP API and must succeed, without
 warnings, with the data the dashboard and alerts are meant to show.
 """
 
@@ -62,6 +63,17 @@ MULTI_DEVICES = [
     ("doohickey", "a100", "/dev/doohickey0"),
 ]
 RELOADED_DEVICES = [*MULTI_DEVICES, ("doohickey", "a100", "/dev/doohickey1")]
+# Admission faults (config/examples/admission-faults.yml): every doohickey Allocate fails.
+INJECTED = "resources:\n- {type: doohickey, model: a100, allocate: {failureRate: 1, seed: 7}}\n"
+# The supervisor polls the stand-in's pod-resources API this often (seconds; default 10).
+POD_RESOURCES_INTERVAL = "0.5"
+
+# Who holds what after the scenario: (resource, namespace, pod, container) -> device count.
+HOLDERS = {
+    (V1, "ml", "trainer-0", "main"): 2,
+    (V1, "ml", "trainer-1", "main"): 1,
+    (GIZMO, "sim", "gizmo-user", "worker"): 1,
+}
 
 # Alert expressions: which ones must return series after the scenario, and why.
 ALERTS_FIRING = {
@@ -72,8 +84,10 @@ ALERTS_FIRING = {
     "alert WidgetConfigReloadFailing": True,
     # Mock devices are always Healthy; the Unhealthy series exist at 0, which `> 0` drops.
     "alert WidgetDevicesUnhealthy": False,
-    # The refused Allocate created the error series at 1 (the `unless ... offset` half).
+    # The refused Allocate (unknown_device); the injected failure is left out by design.
     "alert WidgetAllocationErrors": True,
+    # The stand-in's pod-resources API answers (the restart's short gap is far below 15m).
+    "alert WidgetPodResourcesUnavailable": False,
 }
 
 
@@ -193,6 +207,8 @@ def config_file(short_tmp: Path, examples: Path) -> Path:
     config = short_tmp / "etc" / "config.yaml"
     config.parent.mkdir()
     shutil.copy(examples / "multi.yml", config)
+    with config.open("a") as handle:
+        handle.write(INJECTED)
     config.chmod(0o644)
     return config
 
@@ -201,7 +217,11 @@ def config_file(short_tmp: Path, examples: Path) -> Path:
 async def supervisor(
     config_file: Path, plugin_dir: Path, kubelet: KubeletStandIn
 ) -> AsyncIterator[SupervisorProcess]:
-    process = SupervisorProcess(config_file, plugin_dir)
+    # The stand-in serves pod-resources at plugin_dir/../pod-resources/kubelet.sock, where the
+    # supervisor looks by default (as in the chart's pod); only the poll interval is shortened.
+    process = SupervisorProcess(
+        config_file, plugin_dir, "--pod-resources-interval", POD_RESOURCES_INTERVAL
+    )
     try:
         await process.start()
         await kubelet.wait_registered(RESOURCES)
@@ -273,15 +293,18 @@ async def drive(
     supervisor: SupervisorProcess, kubelet: KubeletStandIn, config: Path, prometheus: Prometheus
 ) -> None:
     """The known history the queries are checked against (see the expected values below)."""
-    await kubelet.allocate(V1, count=2)
-    # The histogram's series are born at the first Allocate: rate() sees only observations
-    # after a first scrape of them, so the latency panel needs a later one.
+    await kubelet.allocate(V1, count=2, namespace="ml", pod="trainer-0", container="main")
+    # rate() sees only observations after a first scrape of a series, so the latency panel
+    # needs an Allocate after one.
     await wait_for_scrapes(prometheus, after=time.time(), count=1)
-    await kubelet.allocate(V1, count=1)
-    await kubelet.allocate(GIZMO, count=1)
+    await kubelet.allocate(V1, count=1, namespace="ml", pod="trainer-1", container="main")
+    await kubelet.allocate(GIZMO, count=1, namespace="sim", pod="gizmo-user", container="worker")
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await kubelet.allocate(V2, device_ids=["snaffler-v2-nope"])
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.aio.AioRpcError) as injected:
+        await kubelet.allocate(DOOHICKEY, count=1, namespace="ml", pod="unlucky")
+    assert injected.value.code() == grpc.StatusCode.INTERNAL
 
     await kubelet.restart()
     await kubelet.wait_registered(RESOURCES)
@@ -299,6 +322,16 @@ async def drive(
     os.rename(good, config)
     await supervisor.wait_for_log(r"reloaded .*1 updated", after=mark)
     await kubelet.wait_for(lambda k: len(k.plugins[DOOHICKEY].devices) == 2)
+
+    # The kubelet restart took the pod-resources socket away for a moment; wait until the
+    # supervisor reports the holders again (the stand-in, like kubelet, remembers them).
+    def holders_reported() -> bool:
+        text = supervisor.metrics()
+        return sample(text, "widget_pod_resources_up") == 1 and sample(
+            text, "widget_devices_in_use", resource=V1
+        ) == sum(n for (r, *_), n in HOLDERS.items() if r == V1)
+
+    await eventually(holders_reported, what="the holders in the supervisor's metrics")
 
 
 # -- checks --------------------------------------------------------------------------
@@ -332,19 +365,12 @@ def panel_value(prometheus: Prometheus, queries: dict[str, Query], source: str) 
     return value(prometheus, queries[source].expr)
 
 
-def devices_in_use_exported(supervisor: SupervisorProcess) -> bool:
-    return "widget_devices_in_use" in supervisor.metrics()
-
-
-def expect_empty(query: Query, supervisor: SupervisorProcess) -> bool:
-    """Whether this query must return nothing after the scenario (else: must return series)."""
+def expect_empty(query: Query) -> bool:
+    """Whether this query must return nothing after the scenario (else: must return series).
+    Every panel and variable must show data; alerts as ALERTS_FIRING says."""
     if query.source.startswith("alert "):
         assert query.source in ALERTS_FIRING, f"{query.source}: add its expectation"
         return not ALERTS_FIRING[query.source]
-    if "widget_devices_in_use" in query.expr:
-        # Exported only by later supervisor versions (docs/monitoring.md); the panel then shows
-        # "Not reported". Once the supervisor exports it, the panel must show data.
-        return not devices_in_use_exported(supervisor)
     return False
 
 
@@ -360,13 +386,14 @@ async def test_every_dashboard_and_alert_query_works_against_live_prometheus(
     # The supervisor's own view first, so a wrong value below points at Prometheus or a query.
     assert sample(supervisor.metrics(), "widget_allocations_total", resource=V1) == 2
 
-    await check_every_query(prometheus, supervisor)
+    await check_every_query(prometheus)
     check_exact_values(prometheus)
     check_panels(prometheus)
+    check_holders(prometheus)
     check_alerts_and_variables(prometheus)
 
 
-async def check_every_query(p: Prometheus, supervisor: SupervisorProcess) -> None:
+async def check_every_query(p: Prometheus) -> None:
     """Every query succeeds without warnings, and is empty only where it must be."""
     queries = all_queries()
     assert len(queries) >= 19
@@ -374,12 +401,12 @@ async def check_every_query(p: Prometheus, supervisor: SupervisorProcess) -> Non
     for query in queries:
         payload = await asyncio.to_thread(p.query, query.expr)
         result = result_of(query, payload)
-        if bool(result) == expect_empty(query, supervisor):
+        if bool(result) == expect_empty(query):
             problems.append(f"{query.source}: {len(result)} series: {query.expr}")
         if query.source.startswith("panel "):
             payload = await asyncio.to_thread(p.query_range, query.expr, seconds=60)
             ranged = result_of(query, payload)
-            if bool(ranged) == expect_empty(query, supervisor):
+            if bool(ranged) == expect_empty(query):
                 problems.append(f"{query.source} (range): {len(ranged)} series: {query.expr}")
     assert not problems, "\n".join(problems)
 
@@ -392,16 +419,23 @@ def check_exact_values(p: Prometheus) -> None:
     assert value(p, f'widget_allocations_total{{resource="{GIZMO}"}}') == 1
     assert value(p, f'widget_allocations_total{{resource="{V2}"}}') == 0
     assert value(p, f'widget_allocate_duration_seconds_count{{resource="{V2}"}}') == 1
-    errors = instant(p, "widget_allocation_errors_total != 0")  # newer versions export zeros
-    assert [(e["metric"]["resource"], e["metric"]["reason"], e["value"][1]) for e in errors] == [
-        (V2, "unknown_device", "1")
-    ]
+    errors = instant(p, "widget_allocation_errors_total != 0")  # every reason starts at 0
+    assert sorted(
+        (e["metric"]["resource"], e["metric"]["reason"], e["value"][1]) for e in errors
+    ) == [(DOOHICKEY, "injected_failure", "1"), (V2, "unknown_device", "1")]
+    reasons = {e["metric"]["reason"] for e in instant(p, "widget_allocation_errors_total")}
+    assert reasons == {"unknown_device", "invalid_request", "injected_failure"}
+    assert value(p, f'widget_allocate_duration_seconds_count{{resource="{DOOHICKEY}"}}') == 1
     for resource in RESOURCES:
         assert value(p, f'widget_registrations_total{{resource="{resource}"}}') == 2, resource
         assert value(p, f'widget_plugin_registered{{resource="{resource}"}}') == 1, resource
     assert value(p, 'widget_config_reloads_total{result="success"}') == 1
     assert value(p, 'widget_config_reloads_total{result="failure"}') == 1
     assert value(p, "widget_config_last_reload_successful") == 1
+    assert value(p, f'widget_pod_resources_up{{node="{NODE}"}}') == 1
+    for resource in RESOURCES:
+        held = sum(n for (r, *_), n in HOLDERS.items() if r == resource)
+        assert value(p, f'widget_devices_in_use{{resource="{resource}"}}') == held, resource
 
 
 def check_panels(p: Prometheus) -> None:
@@ -410,9 +444,14 @@ def check_panels(p: Prometheus) -> None:
     assert panel_value(p, panels, "panel 'Healthy devices' target A") == 9
     assert panel_value(p, panels, "panel 'Unhealthy devices' target A") == 0
     assert panel_value(p, panels, "panel 'Plugins not registered' target A") == 0
-    assert panel_value(p, panels, "panel 'Allocation errors (range)' target A") == 1
-    # Both error panels must show the one refused Allocate, also where the supervisor creates
-    # an error series only at its first error (at 1, so increase() alone sees no change).
+    by_reason = instant(p, panels["panel 'Allocation errors by reason (range)' target A"].expr)
+    assert {s["metric"]["reason"]: float(s["value"][1]) for s in by_reason} == {
+        "unknown_device": 1,
+        "injected_failure": 1,
+        "invalid_request": 0,
+    }
+    # The per-interval panel must show the refused and the failed Allocate (its query also
+    # counts a series born at 1, as supervisors that do not start them at 0 export them).
     per_interval = result_of(
         Query("errors", panels["panel 'Allocation errors' target A"].expr),
         p.query_range(panels["panel 'Allocation errors' target A"].expr, seconds=60),
@@ -421,20 +460,46 @@ def check_panels(p: Prometheus) -> None:
         (s["metric"]["resource"], s["metric"]["reason"]): max(float(v) for _, v in s["values"])
         for s in per_interval
     }
-    assert {key: round(peak) for key, peak in peaks.items() if peak} == {(V2, "unknown_device"): 1}
+    assert {key: round(peak) for key, peak in peaks.items() if peak} == {
+        (V2, "unknown_device"): 1,
+        (DOOHICKEY, "injected_failure"): 1,
+    }
     state = instant(p, panels["panel 'Registration state per node and resource' target A"].expr)
     assert sorted((s["metric"]["node"], s["metric"]["resource"], s["value"][1]) for s in state) == [
         (NODE, resource, "1") for resource in sorted(RESOURCES)
     ]
     newest = instant(p, panels["panel 'Newest config accepted per node' target A"].expr)
     assert [(s["metric"], s["value"][1]) for s in newest] == [({"node": NODE}, "1")]
-    # Only V1 is checked for a number: the histogram's series of a resource are created by
-    # its first Allocate (the supervisor does not start them at 0), so rate() cannot see that
-    # first observation, and GIZMO's single allocation gives NaN. V1's later one is seen.
+    # V1's latency is a number: it had an Allocate after a scrape had seen its histogram.
     latency = instant(p, panels["panel 'Allocate latency p50 / p99' target B"].expr)
     (v1_p99,) = [float(s["value"][1]) for s in latency if s["metric"]["resource"] == V1]
     assert not math.isnan(v1_p99)
     assert 0 < v1_p99 <= 2.5
+
+
+def check_holders(p: Prometheus) -> None:
+    """Who holds which device (the table), devices in use, and the pod-resources API state."""
+    panels = {q.source: q for q in dashboard_queries()}
+    rows = instant(p, panels["panel 'Who holds which device' target A"].expr)
+    assert all(s["metric"]["node"] == NODE and s["value"][1] == "1" for s in rows), rows
+    held: dict[tuple[str, str, str, str], int] = {}
+    for s in rows:
+        m = s["metric"]
+        key = (m["resource"], m["namespace"], m["pod"], m["container"])
+        held[key] = held.get(key, 0) + 1
+    assert held == HOLDERS
+    devices = [s["metric"]["device"] for s in rows]
+    assert len(devices) == len(set(devices)), "a device held twice"
+    assert all(d.startswith(("snaffler-v1-", "gizmo-mk2-")) for d in devices), devices
+    in_use = instant(p, panels["panel 'Devices in use' target A"].expr)
+    assert {s["metric"]["resource"]: float(s["value"][1]) for s in in_use} == {
+        V1: 3,
+        V2: 0,
+        GIZMO: 1,
+        DOOHICKEY: 0,
+    }
+    up = instant(p, panels["panel 'Pod-resources API per node' target A"].expr)
+    assert [(s["metric"], s["value"][1]) for s in up] == [({"node": NODE}, "1")]
 
 
 def check_alerts_and_variables(p: Prometheus) -> None:
@@ -443,6 +508,7 @@ def check_alerts_and_variables(p: Prometheus) -> None:
     alerts = {q.source: q for q in all_queries() if q.source.startswith("alert ")}
     reload_failing = instant(p, alerts["alert WidgetConfigReloadFailing"].expr)
     assert [s["metric"] for s in reload_failing] == [{"node": NODE}]
+    # The injected doohickey failure is counted (check_exact_values) but does not alert.
     allocation_errors = instant(p, alerts["alert WidgetAllocationErrors"].expr)
     assert [s["metric"] for s in allocation_errors] == [{"node": NODE, "resource": V2}]
 

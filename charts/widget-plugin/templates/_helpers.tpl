@@ -59,19 +59,56 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
-{{/* The extended resource a device gets: <domain>/<type>-<model>. Call with (list $root $device). */}}
+{{/*
+The extended resource a device gets: <domain>/<type>-<model>, plus ".shared" when the settings
+for its (type, model) say renameShared with more than one replica (as the supervisor names it).
+Call with (dict "root" $ "device" $device "settings" (list $resourceLists...)): the lists of
+`resources` settings that apply, in order; a later entry for the same (type, model) replaces an
+earlier one, as a `nodes` entry's settings replace the top-level ones.
+*/}}
 {{- define "widget-plugin.resourceName" -}}
-{{- $root := index . 0 }}
-{{- $device := index . 1 }}
-{{- printf "%s/%s-%s" (default "ska-sdp.org" $root.Values.config.domain) $device.type $device.model }}
+{{- $device := .device }}
+{{- $shared := false }}
+{{- range $list := .settings }}
+{{- range $list }}
+{{- if and (eq (toString .type) (toString $device.type)) (eq (toString .model) (toString $device.model)) }}
+{{- $shared = and .renameShared (gt (int (default 1 .replicas)) 1) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- printf "%s/%s-%s%s" (default "ska-sdp.org" .root.Values.config.domain) $device.type $device.model (ternary ".shared" "" (not (not $shared))) }}
 {{- end }}
 
-{{/* The resource the `helm test` pod requests: tests.resource, or the first device's resource. */}}
+{{/*
+The resources the chart's `config` advertises, one per line as "<resource> <where>": where is
+"all" for top-level devices, or a nodes entry's `match` pattern.
+*/}}
+{{- define "widget-plugin.configResources" -}}
+{{- $cfg := .Values.config }}
+{{- $top := default list $cfg.resources }}
+{{- range $cfg.devices }}
+{{ include "widget-plugin.resourceName" (dict "root" $ "device" . "settings" (list $top)) }} all
+{{- end }}
+{{- range $cfg.nodes }}
+{{- $node := . }}
+{{- range .devices }}
+{{ include "widget-plugin.resourceName" (dict "root" $ "device" . "settings" (list $top (default list $node.resources))) }} {{ $node.match }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The resource the `helm test` pod requests: tests.resource, or the first device's resource (a
+top-level device's, else the first `nodes` entry's; the scheduler then picks a matching node).
+*/}}
 {{- define "widget-plugin.testResource" -}}
 {{- if .Values.tests.resource }}
 {{- .Values.tests.resource }}
-{{- else if and (not .Values.existingConfigMap) .Values.config.devices }}
-{{- include "widget-plugin.resourceName" (list . (first .Values.config.devices)) }}
+{{- else if not .Values.existingConfigMap }}
+{{- $first := include "widget-plugin.configResources" . | trim | splitList "\n" | first }}
+{{- if $first }}
+{{- first (splitList " " $first) }}
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -79,3 +116,4 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "widget-plugin.configDir" -}}/etc/widget-plugin{{- end }}
 {{- define "widget-plugin.pluginDir" -}}/var/lib/kubelet/device-plugins{{- end }}
 {{- define "widget-plugin.podResourcesDir" -}}/var/lib/kubelet/pod-resources{{- end }}
+{{- define "widget-plugin.cdiDir" -}}/var/run/cdi{{- end }}
