@@ -208,9 +208,11 @@ def validate_document(tree: Any, check: Checker, default_domain: str, node: str 
         document.entries = _devices(top, ("devices",), check, offset=0)
     if "resources" in top:
         document.settings = _all_settings(top, (), check)
-    if "nodes" in top:
-        _apply_nodes(top, check, node, document)
+    # Settings may name a type that only some nodes have (or that a `replace` entry
+    # drops here): it must exist somewhere in the file, not necessarily on this node.
     known = {(e.type, e.model) for e in document.entries}
+    if "nodes" in top:
+        known |= _apply_nodes(top, check, node, document)
     for (type_, model), settings in document.settings.items():
         if (type_, model) not in known:
             check.problem(settings.path, f"no device has type {type_!r} and model {model!r}")
@@ -385,8 +387,12 @@ def _allocate_faults(value: Any, path: Path_, check: Checker) -> AllocateFaults 
     return AllocateFaults(delay=delay, failure_rate=float(rate), seed=seed)
 
 
-def _apply_nodes(top: dict[str, Any], check: Checker, node: str | None, document: Document) -> None:
+def _apply_nodes(
+    top: dict[str, Any], check: Checker, node: str | None, document: Document
+) -> set[tuple[str, str]]:
+    """Apply the entries matching `node`; return every (type, model) any entry lists."""
     offset = len(top.get("devices") or [])
+    listed: set[tuple[str, str]] = set()
     for index, item in enumerate(check.items(top, "nodes", (), 1000) or []):
         path: Path_ = ("nodes", index)
         m = check.mapping(item, path, NODE_KEYS, ("match",))
@@ -401,6 +407,7 @@ def _apply_nodes(top: dict[str, Any], check: Checker, node: str | None, document
         entries = _devices(m, (*path, "devices"), check, offset) if "devices" in m else []
         settings = _all_settings(m, path, check) if "resources" in m else {}
         offset += len(m.get("devices") or [])
+        listed |= {(e.type, e.model) for e in entries}
         if pattern is None or node is None or not fnmatch.fnmatchcase(node, pattern):
             continue
         if mode == "replace":
@@ -408,3 +415,4 @@ def _apply_nodes(top: dict[str, Any], check: Checker, node: str | None, document
         else:
             document.entries += entries
         document.settings.update(settings)
+    return listed

@@ -85,6 +85,13 @@ class _StateCollector(Collector):
 
 
 def _usage(state: SupervisorState) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        "widget_pod_resources_up",
+        "1 if kubelet's pod-resources API answered the last poll, else 0.",
+        value=1 if state.pod_resources_up else 0,
+    )
+    if not state.pod_resources_up:
+        return  # unknown is not "none in use": export nothing rather than zeros
     in_use = GaugeMetricFamily(
         "widget_devices_in_use",
         "Devices that kubelet reports held by a container (pod-resources API), by resource.",
@@ -104,11 +111,6 @@ def _usage(state: SupervisorState) -> Iterator[Metric]:
     for h in state.holders:
         allocation.add_metric([h.resource, h.device, h.namespace, h.pod, h.container], 1)
     yield allocation
-    yield GaugeMetricFamily(
-        "widget_pod_resources_up",
-        "1 if kubelet's pod-resources API answered the last poll, else 0.",
-        value=1 if state.pod_resources_up else 0,
-    )
 
 
 class Metrics:

@@ -144,6 +144,20 @@ def test_nodes_entries_add_or_replace(node: str | None, expected: dict[str, int]
     assert {s.name: len(s.devices) for s in config.resources} == expected
 
 
+def test_settings_for_a_type_this_node_drops_are_fine() -> None:
+    text = (
+        "resources:\n- {type: a, model: b, replicas: 2}\n"
+        + DEVICE
+        + "nodes:\n- match: edge-*\n  mode: replace\n  devices:\n  - {type: e, model: d, device: /dev/e}\n"
+    )
+    assert [s.name for s in parse(text, "edge-1").resources] == ["ska-sdp.org/e-d"]
+    assert len(parse(text, "cpu-1").resources[0].devices) == 2
+    node_only = "nodes:\n- match: gpu-*\n  devices:\n  - {type: g, model: c, device: /dev/g}\n"
+    text = "resources:\n- {type: g, model: c, replicas: 2}\ndevices: []\n" + node_only
+    assert parse(text, "cpu-1").resources == ()
+    assert len(parse(text, "gpu-1").resources[0].devices) == 2
+
+
 def test_a_node_entry_wrong_for_another_node_is_rejected_everywhere() -> None:
     text = PER_NODE + "- match: other\n  devices:\n  - {type: a, model: b, device: rel}\n"
     assert "nodes[3].devices[0].device: must be an absolute path" in problems_of(text, "gpu-1")

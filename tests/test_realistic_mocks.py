@@ -83,7 +83,8 @@ async def test_pod_resources_socket_absent_idles(short_tmp: Path, plugin_dir: Pa
         await kubelet.allocate(SNAFFLER, count=1)  # a refresh after Allocate; no second line
         metrics = supervisor.metrics()
         assert sample(metrics, "widget_pod_resources_up") == 0
-        assert sample(metrics, "widget_devices_in_use", resource=SNAFFLER) == 0
+        # Unknown is not "none in use": no series rather than a misleading 0.
+        assert sample(metrics, "widget_devices_in_use", resource=SNAFFLER) is None
         assert supervisor.output.count("pod-resources API unavailable") == 1
     finally:
         assert await supervisor.stop() == 0
