@@ -13,6 +13,7 @@ import contextlib
 import errno
 import logging
 import os
+import secrets
 import socket
 import stat
 import struct
@@ -173,7 +174,8 @@ class PluginWorker:
         """Stop serving, end ListAndWatch streams, and remove our socket file."""
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # A crashed loop was logged when it ended; stopping must still clean up.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
             self._task = None
         self._inventory.close()
@@ -197,15 +199,22 @@ class PluginWorker:
         pb_grpc.add_DevicePluginServicer_to_server(
             DevicePluginService(self._inventory, self._events), server
         )
-        with _private_umask():
-            bound = server.add_insecure_port(_unix_target(self.socket_path))
+        # gRPC unlinks whatever socket sits at its bind path, at bind and again at stop,
+        # so it never binds the public name: it binds a random private name, which is
+        # hard-linked to the public one (link() never replaces an existing file nor
+        # follows a symlink) and then unlinked. The umask makes it 0600 from birth; no
+        # chmod (which follows symlinks) is needed.
+        private = self._plugin_dir / f".widget-{secrets.token_hex(6)}.sock"
+        try:
+            with _private_umask():
+                bound = server.add_insecure_port(_unix_target(private))
+        except RuntimeError as error:  # grpc raises when bind fails (e.g. the dir is gone)
+            raise WorkerError(f"[{self.name}] could not listen in {self._plugin_dir}") from error
         if not bound:
-            raise WorkerError(f"[{self.name}] could not listen on {self.socket_path}")
+            raise WorkerError(f"[{self.name}] could not listen in {self._plugin_dir}")
         self._server = server
         try:
-            # No chmod: it follows symlinks, and the umask already made the socket 0600.
-            # lstat (never following a link) records what we created, and proves it.
-            self._socket_inode = self._created_socket()
+            self._socket_inode = self._publish(private)
             await server.start()
             await self._self_check()
         except BaseException:
@@ -214,7 +223,17 @@ class PluginWorker:
             raise
         logger.debug("[%s] serving on %s", self.name, self.socket_path)
 
-    def _created_socket(self) -> tuple[int, int]:
+    def _publish(self, private: Path) -> tuple[int, int]:
+        try:
+            os.link(private, self.socket_path, follow_symlinks=False)
+        except FileExistsError:
+            raise WorkerError(
+                f"[{self.name}] {self.socket_path} appeared while starting; not replacing it"
+            ) from None
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(private)
+        # lstat (never following a link) records what we created, and proves it.
         st = os.lstat(self.socket_path)
         if not stat.S_ISSOCK(st.st_mode) or st.st_mode & 0o077:
             raise WorkerError(

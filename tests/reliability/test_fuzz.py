@@ -1,0 +1,334 @@
+"""Hostile input: fuzzed configs, fuzzed Allocate/GetPreferredAllocation over real gRPC,
+and raw garbage on a plugin socket. The only outcomes allowed are a valid result or a
+clean, explained refusal; the server lives on."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from ruamel.yaml import YAML
+
+from plugin_worker._proto import deviceplugin_pb2 as pb
+from plugin_worker._proto import deviceplugin_pb2_grpc as pb_grpc
+from plugin_worker.api import socket_name_for
+from supervisor.config import MAX_CONFIG_BYTES, Config, parse_config
+from supervisor.errors import ConfigError
+from tests.reliability.conftest import STAY, V1, Resources
+from tests.support import write_config
+
+pytestmark = pytest.mark.slow
+
+# -- the config loader -------------------------------------------------------------
+
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True),
+    st.text(max_size=40), st.sampled_from(["type", "model", "device", "id", "domain", "devices",
+                                           "/dev/x", "snaffler", "v1", "", " "]),
+)  # fmt: skip
+trees = st.recursive(
+    scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=5),
+        st.dictionaries(
+            st.one_of(
+                st.text(max_size=10),
+                st.sampled_from(["type", "model", "device", "id", "devices", "domain"]),
+            ),
+            children,
+            max_size=5,
+        ),
+    ),
+    max_leaves=30,
+)
+devices = st.fixed_dictionaries(
+    {"type": st.text(min_size=1, max_size=70), "model": st.text(min_size=1, max_size=70),
+     "device": st.one_of(st.text(max_size=80), st.just("/dev/") | st.text(max_size=60).map(lambda t: "/dev/" + t))},
+    optional={"id": st.text(max_size=80)},
+)  # fmt: skip
+
+
+def _only_config_or_config_error(data: bytes) -> None:
+    try:
+        result = parse_config(data, source="fuzz.yml")
+    except ConfigError as error:
+        assert error.problems, "a ConfigError must say what is wrong"  # noqa: PT017
+        assert all(str(p).startswith("fuzz.yml") for p in error.problems), str(error)  # noqa: PT017
+        return
+    assert isinstance(result, Config)
+    ids = [d.id for r in result.resources for d in r.devices]
+    assert len(ids) == len(set(ids)), "device IDs must be unique"
+
+
+def _dump(tree: object) -> bytes:
+    from io import StringIO
+
+    out = StringIO()
+    YAML(typ="safe").dump(tree, out)
+    return out.getvalue().encode()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(trees)
+def test_random_yaml_trees(tree: object) -> None:
+    _only_config_or_config_error(_dump(tree))
+    _only_config_or_config_error(_dump({"devices": tree}))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(devices, max_size=8), st.one_of(st.none(), st.text(max_size=30)))
+def test_random_device_lists(entries: list[dict[str, str]], domain: str | None) -> None:
+    tree: dict[str, object] = {"devices": entries}
+    if domain is not None:
+        tree["domain"] = domain
+    _only_config_or_config_error(_dump(tree))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2000))
+def test_random_bytes(data: bytes) -> None:
+    _only_config_or_config_error(data)
+    _only_config_or_config_error(b"devices:\n- " + data)
+
+
+_HOSTILE = {
+    "deep-flow-lists": b"devices: " + b"[" * 200_000 + b"]" * 200_000,
+    "deep-flow-maps": b"devices: " + b"{a: " * 100_000 + b"x" + b"}" * 100_000,
+    "deep-block-lists": b"devices:\n" + b"".join(b" " * i + b"-\n" for i in range(3000)),
+    "alias-bomb": b"a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+    + b"".join(
+        f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n".encode()
+        for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+    )
+    + b"devices: *i\n",
+    "alias-bomb-in-devices": b"x: &x {type: a, model: b, device: /dev/c}\ndevices: ["
+    + b", ".join([b"*x"] * 150_000)
+    + b"]\n",
+    "huge-string": b"devices:\n- type: " + b"a" * (MAX_CONFIG_BYTES - 40) + b"\n",
+    "many-devices": b"devices:\n"
+    + b"".join(f"- {{type: t, model: m, device: /dev/d{i}}}\n".encode() for i in range(25_000)),
+    "non-utf8": b"devices:\n- type: \xff\xfe\n",
+    "utf16-bom": "devices: []\n".encode("utf-16"),
+    "nul-bytes": b"devices:\n- type: a\x00b\n",
+    "escaped-nul-path": b'devices:\n- {type: a, model: b, device: "/dev/\\0x"}\n',
+    "tags": b"devices: !!python/object:os.system [echo]\n",
+    "merge-keys": b"base: &b {type: a, model: b}\ndevices:\n- <<: *b\n  device: /dev/x\n",
+    "complex-keys": b"devices:\n- ? [a, b]\n  : c\n",
+    "duplicate-keys": b"devices:\n- {type: a, type: b, model: c, device: /dev/d}\n",
+}
+_RUN_ONE = """
+import json, resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+from supervisor.config import parse_config
+from supervisor.errors import ConfigError
+data = sys.stdin.buffer.read()
+try:
+    config = parse_config(data, source="hostile.yml")
+    print(json.dumps({"ok": len(config.resources)}))
+except ConfigError as error:
+    print(json.dumps({"error": str(error)[:2000]}))
+"""
+
+
+# Found by this suite; the fix belongs in supervisor/config.py (owned by the config
+# work in flight): reject nesting deeper than a small limit before handing text to YAML.
+_DEEP_FLOW_HANGS = pytest.mark.xfail(
+    raises=subprocess.TimeoutExpired, strict=True,
+    reason="parse_config spends minutes on deeply nested flow collections (DoS); see docs/reliability.md",
+)  # fmt: skip
+_CASES = [
+    pytest.param(name, marks=_DEEP_FLOW_HANGS if name.startswith("deep-flow") else (), id=name)
+    for name in _HOSTILE
+]
+
+
+@pytest.mark.parametrize("name", _CASES)
+def test_hostile_config_is_refused_cleanly_in_bounded_time_and_memory(name: str) -> None:
+    """Each in a child process under a 1 GiB address-space limit: a crash, a hang or a
+    memory blow-up shows as a failure here instead of taking pytest down."""
+    data = _HOSTILE[name]
+    started = time.monotonic()
+    child = subprocess.run(
+        [sys.executable, "-c", _RUN_ONE], input=data[:MAX_CONFIG_BYTES],
+        capture_output=True, timeout=8 if name.startswith("deep-flow") else 40, check=False,
+    )  # fmt: skip
+    took = time.monotonic() - started
+    assert child.returncode == 0, child.stderr.decode(errors="replace")[-2000:]
+    result = json.loads(child.stdout)
+    assert set(result) <= {"ok", "error"}
+    if "error" in result:
+        assert result["error"].startswith("hostile.yml"), result
+        assert "Traceback" not in result["error"]
+    else:
+        assert name in {"merge-keys", "many-devices"}, result
+    assert took < 30, f"{name} took {took:.1f} s"
+
+
+# -- Allocate / GetPreferredAllocation over real gRPC ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def served(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Path, subprocess.Popen[bytes]]]:
+    """The real supervisor, no kubelet: it serves its sockets while waiting for one."""
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="wdp-", dir="/tmp"))
+    plugin_dir = root / "dp"
+    config = root / "config.yaml"
+    write_config(config, STAY)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "supervisor", "run", "--config", str(config),
+         "--plugin-dir", str(plugin_dir), "--metrics-address", "127.0.0.1:0"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    path = plugin_dir / socket_name_for(V1, str(plugin_dir))
+    deadline = time.monotonic() + 20
+    while not path.exists():
+        assert time.monotonic() < deadline, "the supervisor did not serve"
+        assert process.poll() is None
+        time.sleep(0.05)
+    yield path, process
+    process.terminate()
+    assert process.wait(timeout=10) == 0
+    import shutil
+
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def stub(served: tuple[Path, subprocess.Popen[bytes]]) -> Iterator[pb_grpc.DevicePluginStub]:
+    options = [("grpc.max_send_message_length", 64 << 20)]
+    with grpc.insecure_channel(f"unix://{served[0]}", options=options) as channel:
+        yield pb_grpc.DevicePluginStub(channel)  # type: ignore[no-untyped-call]
+
+
+def _allocate(ids: list[str]) -> pb.AllocateRequest:
+    return pb.AllocateRequest(container_requests=[pb.ContainerAllocateRequest(devices_ids=ids)])
+
+
+GOOD = "snaffler-v1-wibble1"
+CLEAN = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED}
+
+
+def _still_serves(stub: pb_grpc.DevicePluginStub, process: subprocess.Popen[bytes]) -> None:
+    assert process.poll() is None, "the supervisor died"
+    response = stub.Allocate(_allocate([GOOD]), timeout=10)
+    assert response.container_responses[0].envs["WIDGET_VISIBLE_DEVICE_IDS"] == GOOD
+
+
+@pytest.mark.parametrize(
+    ("request_", "expected"),
+    [
+        (pb.AllocateRequest(), None),
+        (_allocate([]), grpc.StatusCode.INVALID_ARGUMENT),
+        (_allocate(["nope"]), grpc.StatusCode.INVALID_ARGUMENT),
+        (_allocate([f"unknown-{i}" for i in range(100_000)]), grpc.StatusCode.INVALID_ARGUMENT),
+        (_allocate([GOOD] * 100_000), grpc.StatusCode.INVALID_ARGUMENT),
+        (_allocate(["x" * 1_000_000]), grpc.StatusCode.INVALID_ARGUMENT),
+        (_allocate(["x" * 5_000_000]), grpc.StatusCode.RESOURCE_EXHAUSTED),
+        (
+            pb.AllocateRequest(
+                container_requests=[pb.ContainerAllocateRequest(devices_ids=[GOOD])] * 10_000
+            ),
+            None,
+        ),
+    ],
+    ids=[
+        "empty",
+        "no-ids",
+        "unknown",
+        "100k-unknown",
+        "100k-duplicates",
+        "1MB-id",
+        "5MB-message",
+        "10k-containers",
+    ],
+)
+def test_allocate_requests(
+    stub: pb_grpc.DevicePluginStub, served: tuple[Path, subprocess.Popen[bytes]],
+    request_: pb.AllocateRequest, expected: grpc.StatusCode | None,
+) -> None:  # fmt: skip
+    if expected is None:
+        stub.Allocate(request_, timeout=30)
+    else:
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Allocate(request_, timeout=30)
+        assert refused.value.code() == expected  # type: ignore[attr-defined]
+        assert len(refused.value.details() or "") < 2000  # type: ignore[attr-defined]
+    _still_serves(stub, served[1])
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    available=st.lists(
+        st.sampled_from([GOOD, "snaffler-v1-wibble2", "bogus", ""]) | st.text(max_size=20),
+        max_size=20,
+    ),
+    must=st.lists(st.sampled_from([GOOD, "snaffler-v1-wibble2", "bogus"]), max_size=5),
+    size=st.integers(min_value=-(2**31), max_value=2**31 - 1),
+    ids=st.lists(
+        st.text(max_size=30) | st.sampled_from([GOOD, "snaffler-v1-wibble2"]), max_size=10
+    ),
+)
+def test_fuzzed_requests_get_an_answer_or_a_clean_error(
+    stub: pb_grpc.DevicePluginStub, served: tuple[Path, subprocess.Popen[bytes]],
+    available: list[str], must: list[str], size: int, ids: list[str],
+) -> None:  # fmt: skip
+    preferred = pb.PreferredAllocationRequest(container_requests=[
+        pb.ContainerPreferredAllocationRequest(
+            available_deviceIDs=available, must_include_deviceIDs=must, allocation_size=size)
+    ])  # fmt: skip
+    for call, message in (
+        (stub.GetPreferredAllocation, preferred),
+        (stub.Allocate, _allocate(ids)),
+    ):
+        try:
+            call(message, timeout=10)
+        except grpc.RpcError as error:
+            assert error.code() in CLEAN, error  # type: ignore[attr-defined]  # noqa: PT017
+    assert served[1].poll() is None
+
+
+def test_garbage_on_the_socket_then_it_still_serves(
+    stub: pb_grpc.DevicePluginStub, served: tuple[Path, subprocess.Popen[bytes]]
+) -> None:
+    path, process = served
+    before = Resources.of(process.pid)
+    payloads = [
+        b"\x00\xff garbage " * 10_000,
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\xff" * 9 + b"\x00" * 100,  # preface, bad frame
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+        + b"\x7f\xff\xff\x04\x00\x00\x00\x00\x00",  # huge SETTINGS
+        b"",
+    ]
+    for payload in payloads:
+        with socket.socket(socket.AF_UNIX) as raw:
+            raw.connect(str(path))
+            raw.sendall(payload)
+    idle = []
+    for _ in range(200):  # idle connections that never speak
+        raw = socket.socket(socket.AF_UNIX)
+        raw.connect(str(path))
+        idle.append(raw)
+    _still_serves(stub, process)
+    for raw in idle:
+        raw.close()
+    deadline = time.monotonic() + 20
+    while Resources.of(process.pid).fds > before.fds:
+        assert time.monotonic() < deadline, f"fds leaked: {before} -> {Resources.of(process.pid)}"
+        time.sleep(0.1)
+    _still_serves(stub, process)
