@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from supervisor.resources import build_resources
 
 DEFAULT_DOMAIN = "ska-sdp.org"
 MAX_CONFIG_BYTES = 1024 * 1024
+MAX_NESTING = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +122,7 @@ def parse_config(
     again with positions, so that errors carry line numbers.
     """
     text = _decode(data, source)
+    _check_nesting(text, source)
     tree = _parse_fast(text, source)
     check = Checker(source, lambda _: None)
     document = validate_document(tree, check, default_domain, node_name)
@@ -142,6 +145,57 @@ def parse_config(
     return Config(
         source=source, domain=document.domain, resources=resources, digest=digest, node=node_name
     )
+
+
+_FLOW_SYNTAX = re.compile(r"[\[\]{}\"'#\n\\]")
+_BEFORE_COMMENT = " \t\n"
+_BEFORE_QUOTED = " \t\n[{,:-?"
+_COMPACT_NESTING = re.compile(rf"^[ \t]*(?:[-?:][ \t]+){{{MAX_NESTING + 1},}}", re.MULTILINE)
+
+
+def _check_nesting(text: str, source: str) -> None:
+    """Refuse collections nested deeper than MAX_NESTING before any YAML parser sees them.
+
+    Parsers spend minutes (or the stack) on ``[[[[...`` a megabyte deep, and a reload
+    runs on the event loop, so whoever can write the config could freeze the supervisor.
+    No device config nests more than a few levels.
+    """
+    compact = _COMPACT_NESTING.search(text)
+    line = text.count("\n", 0, compact.start()) + 1 if compact is not None else _too_deep_flow(text)
+    if line is not None:
+        raise ConfigError([Problem(source, line, "", f"nests deeper than {MAX_NESTING} levels")])
+
+
+def _too_deep_flow(text: str) -> int | None:
+    """The line where flow collections (``[`` ``{``) first nest too deep, if they do."""
+    if text.count("[") + text.count("{") <= MAX_NESTING:
+        return None
+    depth, quote, comment, skip, line = 0, "", False, -1, 1
+    for match in _FLOW_SYNTAX.finditer(text):
+        char, at = match.group(), match.start()
+        if char == "\n":
+            line, comment = line + 1, False
+        elif at == skip or comment:
+            continue
+        elif quote:
+            # Inside a quoted scalar only its end matters; \" and '' do not end it.
+            if (char == "\\" and quote == '"') or (
+                char == quote == "'" and text.startswith("''", at)
+            ):
+                skip = at + 1
+            elif char == quote:
+                quote = ""
+        elif char == "#" and (at == 0 or text[at - 1] in _BEFORE_COMMENT):
+            comment = True
+        elif char in "\"'" and (at == 0 or text[at - 1] in _BEFORE_QUOTED):
+            quote = char
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_NESTING:
+                return line
+        elif char in "]}":
+            depth = max(depth - 1, 0)
+    return None
 
 
 def _decode(data: bytes, source: str) -> str:

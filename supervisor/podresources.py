@@ -77,7 +77,12 @@ class PodResourcesMonitor:
                 await self._channel.close()
 
     async def refresh(self) -> None:
-        if not self.socket.exists():
+        try:
+            present = self.socket.exists()
+        except OSError as error:  # e.g. no search permission on the directory
+            self._unavailable(f"cannot look at {self.socket}: {error.strerror}")
+            return
+        if not present:
             self._unavailable(f"{self.socket} does not exist")
             return
         if self._channel is None:

@@ -244,10 +244,13 @@ class Supervisor:
             await worker.start()
         except (WorkerError, OSError) as error:
             self.failed[spec.name] = spec
+            # WorkerError messages already name the resource; say it once.
+            detail = str(error).removeprefix(f"[{spec.name}] ")
             logger.error(
-                "[%s] cannot serve: %s; will retry on the next config change or SIGHUP",
+                "[%s] cannot serve: %s; will retry when its socket path is freed, on the next "
+                "config change, or on SIGHUP",
                 spec.name,
-                error,
+                detail,
             )
             return
         self.failed.pop(spec.name, None)

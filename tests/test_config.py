@@ -148,6 +148,26 @@ def test_alias_bomb_is_a_clear_error_not_a_blow_up() -> None:
     assert len(message) < 100_000
 
 
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("devices: " + "[" * 100_000 + "]" * 100_000, 1),
+        ("devices:\n" + "{a: " * 70 + "x" + "}" * 70 + "\n", 2),
+        ("devices:\n" + "- " * 70 + "x\n", 2),
+    ],
+    ids=["flow-lists", "flow-maps", "compact-block"],
+)
+def test_deep_nesting_is_refused_before_parsing(text: str, line: int) -> None:
+    assert problems_of(text) == f"c.yml:{line}: nests deeper than 64 levels"
+
+
+def test_brackets_in_quotes_and_comments_do_not_count() -> None:
+    deep = "[" * 100
+    text = f"# {deep}\ndevices: # {deep}\n- {{type: a, model: b, device: '/dev/{deep}'}}\n"
+    config = parse_config(text.encode(), source="c.yml")
+    assert config.resources[0].devices[0].path == f"/dev/{deep}"
+
+
 def test_missing_file_and_directory(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="file does not exist"):
         load_config(tmp_path / "nope.yml")
