@@ -82,6 +82,8 @@ class Report:
 
 def _fmt(value: float, unit: str) -> str:
     if unit == "s":
+        if value < 0.001:
+            return f"{value * 1e6:.0f} us"
         return f"{value * 1000:.1f} ms" if value < 10 else f"{value:.2f} s"
     if unit == "bytes":
         return f"{value / 2**20:.1f} MiB"
