@@ -189,9 +189,13 @@ async def child(*args: str) -> AsyncIterator[Child]:
 
 
 def supervisor_args(config: Path, plugin_dir: Path) -> list[str]:
+    """Defaults as on a node, but nothing outside the scratch dir: the pod-resources
+    socket defaults to ``<plugin dir>/../pod-resources/``, and CDI specs go to the same
+    scratch dir (none are written for the benchmark's configs anyway)."""
     return [
         "-m", "supervisor", "run", "--config", str(config), "--plugin-dir", str(plugin_dir),
         "--metrics-address", "127.0.0.1:0", "--log-level", "info",
+        "--cdi-dir", str(plugin_dir.parent / "cdi"),
     ]  # fmt: skip
 
 
