@@ -44,19 +44,23 @@ def plugin_options(spec: ResourceSpec) -> pb.DevicePluginOptions:
 
 
 def container_response(allocation: ContainerAllocation) -> pb.ContainerAllocateResponse:
-    return pb.ContainerAllocateResponse(
-        envs=allocation.envs,
-        devices=[
+    # Only non-empty fields are passed: this runs on every Allocate.
+    response = pb.ContainerAllocateResponse(envs=allocation.envs)
+    if allocation.device_nodes:
+        response.devices.extend(
             pb.DeviceSpec(container_path=p, host_path=p, permissions=DEVICE_PERMISSIONS)
             for p in allocation.device_nodes
-        ],
-        mounts=[
+        )
+    if allocation.mounts:
+        response.mounts.extend(
             pb.Mount(container_path=m.container_path, host_path=m.host_path, read_only=m.read_only)
             for m in allocation.mounts
-        ],
-        annotations=allocation.annotations or {},
-        cdi_devices=[pb.CDIDevice(name=n) for n in allocation.cdi_devices],
-    )
+        )
+    if allocation.annotations:
+        response.annotations.update(allocation.annotations)
+    if allocation.cdi_devices:
+        response.cdi_devices.extend(pb.CDIDevice(name=n) for n in allocation.cdi_devices)
+    return response
 
 
 class InjectedFailureError(Exception):

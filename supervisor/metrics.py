@@ -153,6 +153,7 @@ class Metrics:
         )  # fmt: skip
         for result in ("success", "failure"):
             self.config_reloads.labels(result)
+        self._children: dict[str, tuple[Counter, Counter, Histogram]] = {}
         self.after_allocate: Callable[[], None] | None = None
         """Called after every successful Allocate (the pod-resources monitor's cue)."""
         r.register(_StateCollector(snapshot))
@@ -160,11 +161,22 @@ class Metrics:
     # -- WorkerEvents ---------------------------------------------------------------
 
     def allocated(self, resource: str, *, containers: int, devices: int, seconds: float) -> None:
-        self.allocations.labels(resource).inc(containers)
-        self.allocated_devices.labels(resource).inc(devices)
-        self.allocate_duration.labels(resource).observe(seconds)
+        # The hot path: label children are looked up once per resource, not per call.
+        children = self._children.get(resource) or self._resolve(resource)
+        children[0].inc(containers)
+        children[1].inc(devices)
+        children[2].observe(seconds)
         if self.after_allocate is not None:
             self.after_allocate()
+
+    def _resolve(self, resource: str) -> tuple[Counter, Counter, Histogram]:
+        children = (
+            self.allocations.labels(resource),
+            self.allocated_devices.labels(resource),
+            self.allocate_duration.labels(resource),
+        )
+        self._children[resource] = children
+        return children
 
     def allocation_failed(self, resource: str, *, reason: str, seconds: float) -> None:
         self.allocation_errors.labels(resource, reason).inc()
@@ -181,13 +193,14 @@ class Metrics:
         self.allocations.labels(resource)
         self.allocated_devices.labels(resource)
         self.registrations.labels(resource)
-        self.allocate_duration.labels(resource)
+        self._resolve(resource)
         # Error series exist from the start at 0, so increase() sees the first error.
         for reason in ERROR_REASONS:
             self.allocation_errors.labels(resource, reason)
 
     def resource_removed(self, resource: str) -> None:
         """Drop every series of a resource that is no longer configured."""
+        self._children.pop(resource, None)
         for metric in (
             self.allocations,
             self.allocated_devices,
