@@ -72,7 +72,9 @@ class Inventory:
         self._loop = asyncio.get_running_loop()
         self._spec = spec
         self._by_id = {d.id: d for d in spec.devices}
-        self._since = dict.fromkeys(self._by_id, self._loop.time())
+        now = self._loop.time()
+        self._since = {d.id: now for d in spec.devices if d.fault is not None}
+        """When each faulty device's timeline started (devices without a fault need none)."""
         self._changed = asyncio.Event()
         self._closed = False
         self._timer: asyncio.TimerHandle | None = None
@@ -94,7 +96,9 @@ class Inventory:
         now = self._loop.time()
         # A device's fault timeline restarts when the device or its fault changes.
         self._since = {
-            d.id: self._since[d.id] if self._by_id.get(d.id) == d else now for d in spec.devices
+            d.id: self._since[d.id] if self._by_id.get(d.id) == d else now
+            for d in spec.devices
+            if d.fault is not None
         }
         self._spec = spec
         self._by_id = {d.id: d for d in spec.devices}
@@ -112,11 +116,13 @@ class Inventory:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if not self._since and not self._spec.failing:
+            return self._spec.devices  # nothing scripted: configured health is the health
         now = self._loop.time()
         effective = []
         next_change: float | None = None
         for device in self._spec.devices:
-            since = self._since[device.id]
+            since = self._since.get(device.id, now)
             health, change = device_health(device, now - since, failing=self._spec.failing)
             effective.append(device if health == device.health else replace(device, health=health))
             if change is not None:

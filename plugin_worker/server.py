@@ -74,6 +74,15 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
         self._inventory = inventory
         self._events = events
         self._random = random.Random(inventory.spec.allocate_faults.seed)
+        self._message_cache: dict[Device, pb.Device] = {}
+
+    def _messages(self, devices: tuple[Device, ...]) -> list[pb.Device]:
+        # Lists are re-sent whole on every change; unchanged devices keep their message
+        # (Device is a frozen value), so a one-device change to 10,000 builds one.
+        cache = self._message_cache
+        fresh = {d: cache.get(d) or device_message(d) for d in devices}
+        self._message_cache = fresh
+        return list(fresh.values())
 
     @property
     def _resource(self) -> str:
@@ -93,7 +102,7 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
         try:
             async for devices in self._inventory.watch():
                 logger.debug("[%s] sending %d devices", self._resource, len(devices))
-                yield pb.ListAndWatchResponse(devices=[device_message(d) for d in devices])
+                yield pb.ListAndWatchResponse(devices=self._messages(devices))
         finally:
             logger.info("[%s] ListAndWatch stream closed", self._resource)
 
