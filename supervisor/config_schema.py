@@ -229,7 +229,29 @@ def _devices(m: dict[str, Any], path: Path_, check: Checker, offset: int) -> lis
     return entries
 
 
+_PLAIN_DEVICE_KEYS = frozenset(("type", "model", "device"))
+
+
+def _plain_device(item: Any, path: Path_, check: Checker, index: int) -> DeviceEntry | None:
+    """The common case (exactly type, model and an absolute device path, all plain
+    strings) in one pass; anything else returns None for the full check to explain."""
+    if type(item) is not dict or item.keys() != _PLAIN_DEVICE_KEYS:
+        return None
+    type_, model, device = item["type"], item["model"], item["device"]
+    if not (
+        type(type_) is str and type(model) is str and type(device) is str
+        and type_.strip() and model.strip() and device.startswith("/")
+        and len(device) <= MAX_PATH_LENGTH and "\0" not in device
+    ):  # fmt: skip
+        return None
+    where = f"{path[0]}[{path[1]}]" if len(path) == 2 else field_name(path)
+    return DeviceEntry(type_, model, device, None, check.line_of(path), index, where)
+
+
 def _device(item: Any, path: Path_, check: Checker, index: int) -> DeviceEntry | None:
+    plain = _plain_device(item, path, check, index)
+    if plain is not None:
+        return plain
     if not isinstance(item, dict):
         check.problem(path, f"must be a mapping with type, model and device, not {describe(item)}")
         return None
