@@ -26,28 +26,43 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
+TABLE_SETTLE = 0.2
+"""Registrations and lists arrive in bursts; print the table once per burst."""
+
+
 async def run_kubelet(plugin_dir: Path, allocations: dict[str, int]) -> None:
-    """Serve kubelet.sock, print the table on every change, allocate when asked."""
+    """Serve kubelet.sock, print the table when it changes, allocate when asked."""
+    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    last_table = ""
     pending = dict(allocations)
+    tasks: set[asyncio.Task[None]] = set()
+    printed = ""
+    scheduled: asyncio.TimerHandle | None = None
+
+    def print_table() -> None:
+        nonlocal printed, scheduled
+        scheduled = None
+        table = resource_table(kubelet)
+        if table != printed:
+            printed = table
+            click.echo(table + "\n")
 
     def changed() -> None:
-        nonlocal last_table
-        table = resource_table(kubelet)
-        if table != last_table:
-            last_table = table
-            click.echo(table + "\n")
+        nonlocal scheduled
+        if scheduled is None:
+            scheduled = loop.call_later(TABLE_SETTLE, print_table)
         for name in [n for n in pending if n in kubelet.plugins and kubelet.plugins[n].devices]:
-            asyncio.get_running_loop().create_task(allocate(name, pending.pop(name)))
+            task = loop.create_task(allocate(name, pending.pop(name)))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
 
     async def allocate(name: str, count: int) -> None:
         try:
             response = await kubelet.allocate(name, count=count)
-        except Exception as error:  # shown to the user; the stand-in keeps serving
+        except (RuntimeError, grpc.aio.AioRpcError) as error:
             click.echo(f"allocation from {name} failed: {error}", err=True)
             return
-        click.echo(allocation_text(name, response))
+        click.echo(allocation_text(name, response) + "\n")
         changed()
 
     kubelet = KubeletStandIn(plugin_dir, on_change=changed)
@@ -55,6 +70,11 @@ async def run_kubelet(plugin_dir: Path, allocations: dict[str, int]) -> None:
     click.echo(f"kubelet stand-in serving {kubelet.socket_path}; Ctrl-C stops")
     _stop_on_signals(stop)
     await stop.wait()
+    if scheduled is not None:
+        scheduled.cancel()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
     await kubelet.stop()
 
 

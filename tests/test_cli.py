@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -137,3 +140,44 @@ def test_demo_runs_end_to_end() -> None:
         assert f"allocated from ska-sdp.org/{name}:" in out
     assert "env WIDGET_GIZMO_MK2_VISIBLE_DEVICES=/dev/gizmo0" in out
     assert "metrics: http://127.0.0.1:" in out
+
+
+@pytest.mark.slow
+def test_kubelet_stand_in_command_serves_a_real_supervisor(tmp_path: Path, examples: Path) -> None:
+    """The README's two-terminal walk-through, as two real processes."""
+    import tempfile
+
+    plugin_dir = Path(tempfile.mkdtemp(prefix="wdp-", dir="/tmp")) / "dp"
+    kubelet = subprocess.Popen(
+        [sys.executable, "-m", "supervisor", "kubelet", "--plugin-dir", str(plugin_dir),
+         "--allocate", "ska-sdp.org/gizmo-mk2=2"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    supervisor = None
+    try:
+        deadline = time.monotonic() + 20
+        while not (plugin_dir / "kubelet.sock").exists():
+            assert time.monotonic() < deadline, "the stand-in never served kubelet.sock"
+            time.sleep(0.05)
+        supervisor = subprocess.Popen(
+            [sys.executable, "-m", "supervisor", "run", "--config", str(examples / "multi.yml"),
+             "--plugin-dir", str(plugin_dir), "--metrics-address", "127.0.0.1:0"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        while len(list(plugin_dir.glob("widget-*.sock"))) < 4:
+            assert time.monotonic() < deadline, "the supervisor never served its four sockets"
+            time.sleep(0.05)
+        time.sleep(1.5)  # registration, ListAndWatch and the allocation follow at once
+    finally:
+        if supervisor is not None:
+            supervisor.send_signal(signal.SIGTERM)
+            assert supervisor.wait(timeout=10) == 0
+        kubelet.send_signal(signal.SIGINT)
+        output, _ = kubelet.communicate(timeout=10)
+        shutil.rmtree(plugin_dir.parent, ignore_errors=True)
+    assert kubelet.returncode == 0, output
+    assert "allocated from ska-sdp.org/gizmo-mk2:" in output
+    assert "env WIDGET_GIZMO_MK2_VISIBLE_DEVICES=/dev/gizmo0,/dev/gizmo1" in output
+    final_table = output.rsplit("RESOURCE", 1)[1]
+    assert "ska-sdp.org/snaffler-v1" in final_table
+    assert "Traceback" not in output
