@@ -181,6 +181,8 @@ class Supervisor:
         await self._apply(config, reason="reloaded")
 
     def _reject(self, error: ConfigError) -> None:
+        if self._watcher is not None:
+            self._watch_config()  # the file (or its directory) may be gone: wait for it
         self._config_ok = False
         self.metrics.reloaded(ok=False)
         logger.error(
@@ -201,10 +203,15 @@ class Supervisor:
         keep = wanted | {self.settings.plugin_dir}
         if self.settings.plugin_dir not in self._watcher.watched:
             keep.add(self.settings.plugin_dir.parent)  # waiting for the plugin dir to return
+        # A directory that is gone (deleted with the config in it) is waited for from
+        # its nearest existing ancestor: the event of its return triggers a check,
+        # which comes back here and watches the directory itself again.
+        targets = {_nearest_existing(d) for d in wanted}
+        keep |= targets
         for directory in self._watcher.watched:
             if directory not in keep:
                 self._watcher.unwatch(directory)
-        for directory in wanted:
+        for directory in targets:
             self._watcher.watch(directory)
 
     def _schedule_config_check(self) -> None:
@@ -430,3 +437,9 @@ class Supervisor:
     def _health(self) -> tuple[bool, str]:
         registered = sum(1 for w in self.workers.values() if w.registered)
         return True, f"ok: {len(self.workers)} resources served, {registered} registered"
+
+
+def _nearest_existing(directory: Path) -> Path:
+    while not directory.is_dir() and directory != directory.parent:
+        directory = directory.parent
+    return directory

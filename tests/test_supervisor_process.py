@@ -301,3 +301,24 @@ async def test_healthz(seed_config: Path, plugin_dir: Path, kubelet: KubeletStan
         assert http_get(supervisor.metrics_url + "/healthz").startswith("ok: 2 resources served")
     finally:
         await supervisor.stop()
+
+
+async def test_config_directory_deleted_and_recreated(
+    short_tmp: Path, plugin_dir: Path, kubelet: KubeletStandIn
+) -> None:
+    config_dir = short_tmp / "etc" / "widget"
+    config_dir.mkdir(parents=True)
+    config = config_dir / "config.yaml"
+    write_config(config, BEFORE[:2])
+    supervisor = await SupervisorProcess(config, plugin_dir).start()
+    try:
+        await kubelet.wait_registered([V1])
+        shutil.rmtree(config_dir)
+        await supervisor.wait_for_log("file does not exist")
+        await kubelet.allocate(V1, count=1)  # the last good config keeps serving
+        config_dir.mkdir()
+        write_config(config, [*BEFORE[:2], ("gizmo", "mk2", "/dev/gizmo0")])
+        await kubelet.wait_registered([GIZMO])  # picked up without SIGHUP
+        assert sample(supervisor.metrics(), "widget_config_last_reload_successful") == 1
+    finally:
+        assert await supervisor.stop() == 0
