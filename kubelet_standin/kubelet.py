@@ -267,6 +267,9 @@ class KubeletStandIn(pb_grpc.RegistrationServicer):
             container_requests=[pb.ContainerAllocateRequest(devices_ids=list(device_ids))]
         )
         response = await plugin.stub.Allocate(request, timeout=timeout)
+        # A device has one holder: allocating it again (tests may name held devices
+        # explicitly) moves it, as if the previous pod had ended.
+        self.release(resource, device_ids)
         plugin.allocated.update(device_ids)
         held = self.assignments.setdefault((namespace, pod, container), {})
         held.setdefault(resource, []).extend(device_ids)
