@@ -30,6 +30,7 @@ from supervisor.resources import build_resources
 DEFAULT_DOMAIN = "ska-sdp.org"
 MAX_CONFIG_BYTES = 1024 * 1024
 MAX_NESTING = 64
+MAX_ALIASES = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +149,7 @@ def parse_config(
 
 
 _FLOW_SYNTAX = re.compile(r"[\[\]{}\"'#\n\\]")
+_ALIAS = re.compile(r"(?:^|[\s\[{,])\*[^\s\[\]{},]")
 _BEFORE_COMMENT = " \t\n"
 _BEFORE_QUOTED = " \t\n[{,:-?"
 _COMPACT_NESTING = re.compile(rf"^[ \t]*(?:[-?:][ \t]+){{{MAX_NESTING + 1},}}", re.MULTILINE)
@@ -164,6 +166,17 @@ def _check_nesting(text: str, source: str) -> None:
     line = text.count("\n", 0, compact.start()) + 1 if compact is not None else _too_deep_flow(text)
     if line is not None:
         raise ConfigError([Problem(source, line, "", f"nests deeper than {MAX_NESTING} levels")])
+    # Aliases are cheap to write and costly to expand (150,000 took seconds, all of it
+    # on the event loop); a devices file needs few, if any.
+    aliases = len(_ALIAS.findall(text)) if "*" in text else 0
+    if aliases > MAX_ALIASES:
+        raise ConfigError(
+            [
+                Problem(
+                    source, None, "", f"uses {aliases} aliases; at most {MAX_ALIASES} are allowed"
+                )
+            ]
+        )
 
 
 def _too_deep_flow(text: str) -> int | None:

@@ -161,6 +161,15 @@ def test_deep_nesting_is_refused_before_parsing(text: str, line: int) -> None:
     assert problems_of(text) == f"c.yml:{line}: nests deeper than 64 levels"
 
 
+def test_alias_floods_are_refused_before_parsing() -> None:
+    text = (
+        "x: &x {type: a, model: b, device: /dev/c}\ndevices: [" + ", ".join(["*x"] * 1001) + "]\n"
+    )
+    assert problems_of(text) == "c.yml: uses 1001 aliases; at most 1000 are allowed"
+    few = "base: &b /dev/x\ndevices:\n- {type: a, model: b, device: *b}\n"
+    assert "base: unknown key" in problems_of(few)  # parsed normally: aliases are allowed
+
+
 def test_brackets_in_quotes_and_comments_do_not_count() -> None:
     deep = "[" * 100
     text = f"# {deep}\ndevices: # {deep}\n- {{type: a, model: b, device: '/dev/{deep}'}}\n"
