@@ -8,7 +8,6 @@ entries into resources is `resources`' job.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
 import stat
@@ -40,7 +39,6 @@ class Config:
     source: str
     domain: str
     resources: tuple[ResourceSpec, ...]
-    digest: str
     node: str | None = None
     """The node name the ``nodes:`` entries were matched against."""
 
@@ -142,10 +140,7 @@ def parse_config(
                 document.domain, document.entries, source, document.settings
             )
         raise ConfigError(check.problems or problems)
-    digest = hashlib.sha256(data).hexdigest()
-    return Config(
-        source=source, domain=document.domain, resources=resources, digest=digest, node=node_name
-    )
+    return Config(source=source, domain=document.domain, resources=resources, node=node_name)
 
 
 _FLOW_SYNTAX = re.compile(r"[\[\]{}\"'#\n\\]")
