@@ -70,7 +70,3 @@ def extended_resource_name_problems(name: str) -> list[str]:
     # kubelet checks the name as a quota key, "requests.<name>", which is what
     # bounds the domain to 244 characters.
     return qualified_name_problems(_REQUESTS_PREFIX + name)
-
-
-def is_extended_resource_name(name: str) -> bool:
-    return not extended_resource_name_problems(name)

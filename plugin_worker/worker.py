@@ -59,11 +59,6 @@ def _private_umask() -> Iterator[None]:
         os.umask(previous)
 
 
-def socket_answers(path: Path) -> bool:
-    """True if something accepts connections on the unix socket at `path`."""
-    return socket_server(path) is not None
-
-
 def socket_server(path: Path) -> str | None:
     """Who serves the unix socket at `path` ("pid 12 (widget-supervisor run ...)"), or None.
 
@@ -119,7 +114,6 @@ class PluginWorker:
         self._kubelet_restarted = False
         self._task: asyncio.Task[None] | None = None
         self._registered = False
-        self._registrations = 0
 
     @property
     def name(self) -> str:
@@ -145,10 +139,6 @@ class PluginWorker:
     @property
     def registered(self) -> bool:
         return self._registered
-
-    @property
-    def registrations(self) -> int:
-        return self._registrations
 
     def update(self, spec: ResourceSpec) -> bool:
         """Serve a new device list; open ListAndWatch streams receive it at once."""
@@ -359,7 +349,6 @@ class PluginWorker:
                 error.details(),
             )
             return False
-        self._registrations += 1
         self._set_registered(registered=True)
         logger.info("[%s] registered with kubelet (endpoint %s)", self.name, self._socket_name)
         return True

@@ -180,7 +180,7 @@ class Metrics:
 
     def allocation_failed(self, resource: str, *, reason: str, seconds: float) -> None:
         self.allocation_errors.labels(resource, reason).inc()
-        self.allocate_duration.labels(resource).observe(seconds)
+        (self._children.get(resource) or self._resolve(resource))[2].observe(seconds)
 
     def registration_changed(self, resource: str, *, registered: bool) -> None:
         if registered:

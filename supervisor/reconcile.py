@@ -19,10 +19,6 @@ class Plan:
     update: tuple[ResourceSpec, ...]
     unchanged: tuple[str, ...]
 
-    @property
-    def empty(self) -> bool:
-        return not (self.stop or self.start or self.update)
-
     def summary(self) -> str:
         """What changes, in an operator's words: ``+1 resource, -1 resource, 2 updated``."""
         parts = []

@@ -88,7 +88,6 @@ class Supervisor:
         self._reload_lock = asyncio.Lock()
         self._pending_check: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._plugin_dir_missing = False
 
     # -- public --------------------------------------------------------------------
 
@@ -127,12 +126,7 @@ class Supervisor:
     def _load(self) -> Config:
         path = self.settings.config
         data = read_config(path, strict_perms=self.settings.strict_perms)
-        config = parse_config(
-            data,
-            source=str(path),
-            default_domain=self.settings.domain,
-            node_name=self.settings.node_name,
-        )
+        config = self._parse(data)
         self._config_key = self._key(data)
         logger.info(
             "loaded %s: %d resources, %d devices",
@@ -141,6 +135,14 @@ class Supervisor:
             config.device_count,
         )
         return config
+
+    def _parse(self, data: bytes) -> Config:
+        return parse_config(
+            data,
+            source=str(self.settings.config),
+            default_domain=self.settings.domain,
+            node_name=self.settings.node_name,
+        )
 
     def _key(self, data: bytes) -> tuple[str, int, int]:
         # Permissions are part of what was checked, so a chmod alone is a change too.
@@ -167,12 +169,7 @@ class Supervisor:
             return
         self._config_key = key
         try:
-            config = parse_config(
-                data,
-                source=str(path),
-                default_domain=self.settings.domain,
-                node_name=self.settings.node_name,
-            )
+            config = self._parse(data)
         except ConfigError as error:
             self._reject(error)
             return

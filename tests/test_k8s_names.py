@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from plugin_worker.k8s_names import extended_resource_name_problems, is_extended_resource_name
+from plugin_worker.k8s_names import extended_resource_name_problems
 
 VALID = ["ska-sdp.org/snaffler-v1", "example.com/gpu", "a.b.c/x_y.z", "x/Y", f"{'a' * 242}.b/x"]
 INVALID = [
@@ -24,7 +24,7 @@ INVALID = [
 
 @pytest.mark.parametrize("name", VALID)
 def test_valid_names(name: str) -> None:
-    assert is_extended_resource_name(name), extended_resource_name_problems(name)
+    assert extended_resource_name_problems(name) == []
 
 
 @pytest.mark.parametrize(("name", "message"), [c[1:] for c in INVALID], ids=[c[0] for c in INVALID])

@@ -21,13 +21,12 @@ def test_plan_stops_starts_updates_and_leaves_the_rest() -> None:
     assert [s.name for s in steps.update] == ["d/b"]
     assert steps.unchanged == ("d/a",)
     assert steps.summary() == "+1 resource, -1 resource, 1 updated, 1 unchanged"
-    assert not steps.empty
 
 
 def test_identical_config_is_an_empty_plan() -> None:
     running = {s.name: s for s in [spec("d/a", "1", "2")]}
     steps = plan(dict(running), running)
-    assert steps.empty
+    assert (steps.stop, steps.start, steps.update) == ((), (), ())
     assert steps.summary() == "1 unchanged"
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import signal
@@ -297,7 +296,6 @@ async def test_healthz(seed_config: Path, plugin_dir: Path, kubelet: KubeletStan
     supervisor = await SupervisorProcess(seed_config, plugin_dir).start()
     try:
         await kubelet.wait_registered([V1, V2])
-        await asyncio.sleep(0)
         assert http_get(supervisor.metrics_url + "/healthz").startswith("ok: 2 resources served")
     finally:
         await supervisor.stop()
