@@ -20,6 +20,8 @@ COPY pyproject.toml README.md ./
 COPY supervisor/ supervisor/
 COPY plugin_worker/ plugin_worker/
 COPY kubelet_standin/ kubelet_standin/
+# The bundled example configs: supervisor/examples is a symlink to them.
+COPY config/examples/ config/examples/
 RUN python -m build --wheel --outdir /dist
 
 FROM ${PYTHON_IMAGE}

@@ -8,6 +8,7 @@ never see a traceback for a mistake of theirs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import socket
@@ -21,7 +22,7 @@ import click
 
 from plugin_worker.api import DEFAULT_PLUGIN_DIR, UNHEALTHY, Device
 from plugin_worker.k8s_names import dns1123_subdomain_problems
-from supervisor import __version__
+from supervisor import __version__, bundled
 from supervisor.cdi import DEFAULT_CDI_DIR
 from supervisor.config import DEFAULT_DOMAIN, Config, load_config
 from supervisor.errors import ConfigError
@@ -32,7 +33,6 @@ from supervisor.podresources import DEFAULT_INTERVAL as DEFAULT_POD_INTERVAL
 EXIT_CONFIG = 1
 EXIT_ADDRESS = 3
 F = TypeVar("F", bound=Callable[..., Any])
-BUNDLED_EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "examples" / "multi.yml"
 
 
 def _check_domain(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -50,13 +50,13 @@ def _check_address(ctx: click.Context, param: click.Parameter, value: str) -> st
     return value
 
 
-def _config_option(**kwargs: Any) -> Callable[[F], F]:
+def _config_option(help: str = "The devices file (YAML).", **kwargs: Any) -> Callable[[F], F]:
     return click.option(
         "--config",
         type=click.Path(path_type=Path, dir_okay=False),
         envvar="WIDGET_CONFIG",
         show_envvar=True,
-        help="The devices file (YAML).",
+        help=help,
         **kwargs,
     )
 
@@ -303,7 +303,24 @@ def kubelet(
 
 
 @main.command()
-@_config_option(default=BUNDLED_EXAMPLE, show_default=True)
+@click.argument("name", required=False)
+def examples(name: str | None) -> None:
+    """List the bundled example configs, or print the one called NAME."""
+    if name is None:
+        for example in bundled.example_names():
+            click.echo(f"{example:<22} {bundled.summary(example)}".rstrip())
+        return
+    try:
+        click.echo(bundled.example_text(name), nl=False)
+    except KeyError as error:
+        raise click.BadParameter(str(error.args[0]), param_hint="NAME") from None
+
+
+@main.command()
+@_config_option(
+    help="The devices file (YAML); default: the bundled multi.yml, copied into the "
+    "demo's temp dir so that you can edit it live."
+)
 @click.option(
     "--metrics-address", default="127.0.0.1:9464", show_default=True, callback=_check_address,
     help="HOST:PORT for the demo's /metrics and /healthz.",
@@ -312,18 +329,26 @@ def kubelet(
               help="Stop after this many seconds instead of waiting for Ctrl-C.")  # fmt: skip
 @_with_logging
 def demo(
-    config: Path, metrics_address: str, duration: float | None, log_level: str, log_format: str
+    config: Path | None,
+    metrics_address: str,
+    duration: float | None,
+    log_level: str,
+    log_format: str,
 ) -> None:
     """The supervisor and the kubelet stand-in together in a temp dir, with a sample allocation."""
     from supervisor.demo import run_demo
 
     setup_logging(log_level, log_format)
-    loaded = _load_or_exit(config, DEFAULT_DOMAIN, strict_perms=False)
-    names = [spec.name for spec in loaded.resources]
-    try:
-        asyncio.run(run_demo(config.absolute(), names, metrics_address, duration))
-    except AddressError as error:
-        click.echo(f"error: {error} (choose another --metrics-address)", err=True)
-        sys.exit(EXIT_ADDRESS)
-    except KeyboardInterrupt:
-        pass
+    with contextlib.ExitStack() as stack:
+        path = config or stack.enter_context(bundled.example_file(bundled.DEMO_EXAMPLE))
+        loaded = _load_or_exit(path, DEFAULT_DOMAIN, strict_perms=False)
+        names = [spec.name for spec in loaded.resources]
+        try:
+            asyncio.run(
+                run_demo(path.absolute(), names, metrics_address, duration, copy=config is None)
+            )
+        except AddressError as error:
+            click.echo(f"error: {error} (choose another --metrics-address)", err=True)
+            sys.exit(EXIT_ADDRESS)
+        except KeyboardInterrupt:
+            pass

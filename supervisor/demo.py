@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import signal
 import tempfile
 from pathlib import Path
@@ -79,10 +80,21 @@ async def run_kubelet(plugin_dir: Path, allocations: dict[str, int]) -> None:
 
 
 async def run_demo(
-    config: Path, resources: list[str], metrics_address: str, duration: float | None
+    config: Path,
+    resources: list[str],
+    metrics_address: str,
+    duration: float | None,
+    *,
+    copy: bool = False,
 ) -> None:
-    """Run both sides until Ctrl-C (or `duration`), showing what kubelet would see."""
+    """Run both sides until Ctrl-C (or `duration`), showing what kubelet would see.
+
+    With `copy`, the config is copied into the demo's temp dir and served from there,
+    so that a bundled example can be edited to watch a live reload.
+    """
     with tempfile.TemporaryDirectory(prefix="widget-demo-") as tmp:
+        if copy:
+            config = Path(shutil.copyfile(config, Path(tmp) / config.name))
         plugin_dir = Path(tmp) / "device-plugins"
         kubelet = KubeletStandIn(plugin_dir)
         await kubelet.start()
@@ -118,7 +130,7 @@ async def _show(
     stop = asyncio.Event()
     _stop_on_signals(stop)
     await kubelet.wait_registered(expected, timeout=15)
-    click.echo(f"\nwidget-supervisor is serving {config}")
+    click.echo(f"\nwidget-supervisor is serving {config} (edit it to see a live reload)")
     click.echo(f"plugin dir: {kubelet.plugin_dir}\n")
     click.echo(resource_table(kubelet) + "\n")
     for name in expected:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tomllib
@@ -16,6 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 from chart_render import CHART_DIR, REPO_ROOT
+
+from supervisor.config import load_config
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"
@@ -149,18 +152,24 @@ def test_copied_sources_cover_the_packages() -> None:
         assert readme in copy_sources()
 
 
-@pytest.mark.slow
-@pytest.mark.network
-def test_wheel_installs_alone_and_runs(tmp_path: Path) -> None:
-    """The Docker build by hand: the builder's inputs -> wheel -> fresh venv -> console script."""
+@pytest.fixture(scope="module")
+def installed_cli(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Docker build by hand: the builder's inputs -> wheel -> fresh venv -> console script.
+
+    The context holds exactly what the builder stage COPYs, copied as Docker copies it
+    (a symlink stays a symlink), so a file the wheel needs but the Dockerfile leaves out
+    fails here.
+    """
+    tmp_path = tmp_path_factory.mktemp("image")
     context = tmp_path / "context"
     context.mkdir()
     for source in copy_sources():
         path = REPO_ROOT / source
         assert path.exists(), f"the Dockerfile COPYs {source}, which does not exist"
+        (context / source).parent.mkdir(parents=True, exist_ok=True)
         ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
         if path.is_dir():
-            shutil.copytree(path, context / source, ignore=ignore)
+            shutil.copytree(path, context / source, ignore=ignore, symlinks=True)
         else:
             shutil.copy2(path, context / source)
     dist = tmp_path / "dist"
@@ -174,9 +183,13 @@ def test_wheel_installs_alone_and_runs(tmp_path: Path) -> None:
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     (wheel,) = dist.glob("*.whl")
     assert wheel.name == f"widget_device_plugin-{package_version()}-py3-none-any.whl"
-    top_levels = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
+    names = zipfile.ZipFile(wheel).namelist()
+    top_levels = {name.split("/")[0] for name in names}
     assert {"supervisor", "plugin_worker"} <= top_levels
-    assert not top_levels & {"tests", "charts", "bench", "scripts"}
+    assert not top_levels & {"tests", "charts", "bench", "scripts", "config"}
+    shipped = sorted(n.removeprefix("supervisor/examples/") for n in names
+                     if n.startswith("supervisor/examples/"))  # fmt: skip
+    assert shipped == sorted(p.name for p in (REPO_ROOT / "config" / "examples").glob("*.yml"))
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
@@ -188,12 +201,20 @@ def test_wheel_installs_alone_and_runs(tmp_path: Path) -> None:
         check=False,
     )
     assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
+    return venv / "bin" / "widget-supervisor"
 
-    cli = venv / "bin" / "widget-supervisor"
-    # Run outside the repository, so nothing is imported from the source tree.
-    version = subprocess.run(
-        [cli, "--version"], capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False
+
+def run_cli(cli: Path, *args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The installed console script, run outside the repository (nothing imported from it)."""
+    return subprocess.run(
+        [cli, *args], capture_output=True, text=True, timeout=60, cwd=cwd, check=False
     )
+
+
+@pytest.mark.slow
+@pytest.mark.network
+def test_wheel_installs_alone_and_runs(installed_cli: Path, tmp_path: Path) -> None:
+    version = run_cli(installed_cli, "--version", cwd=tmp_path)
     assert version.returncode == 0, version.stderr
     assert package_version() in version.stdout
 
@@ -201,26 +222,63 @@ def test_wheel_installs_alone_and_runs(tmp_path: Path) -> None:
     chart_values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
     config.write_text(yaml.safe_dump(chart_values["config"]))
     config.chmod(0o444)
-    validate = subprocess.run(
-        [cli, "validate", "--config", config],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-        check=False,
-    )
+    validate = run_cli(installed_cli, "validate", "--config", config, cwd=tmp_path)
     assert validate.returncode == 0, validate.stdout + validate.stderr
     assert "snaffler-v1" in validate.stdout
 
     broken = tmp_path / "broken.yaml"
     broken.write_text("devices:\n  - model: v1\n    device: /dev/wibble1\n")
-    refused = subprocess.run(
-        [cli, "validate", "--config", broken, "--no-strict-perms"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-        check=False,
+    refused = run_cli(
+        installed_cli, "validate", "--config", broken, "--no-strict-perms", cwd=tmp_path
     )
     assert refused.returncode == 1
     assert "type" in refused.stdout + refused.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.network
+def test_installed_package_validates_every_shipped_example(
+    installed_cli: Path, tmp_path: Path
+) -> None:
+    listing = run_cli(installed_cli, "examples", cwd=tmp_path)
+    assert listing.returncode == 0, listing.stderr
+    names = [line.split()[0] for line in listing.stdout.splitlines()]
+    assert names == sorted(p.name for p in (REPO_ROOT / "config" / "examples").glob("*.yml"))
+    for name in names:
+        shown = run_cli(installed_cli, "examples", name, cwd=tmp_path)
+        assert shown.stdout == (REPO_ROOT / "config" / "examples" / name).read_text()
+        copy = tmp_path / name
+        copy.write_text(shown.stdout)
+        copy.chmod(0o644)
+        checked = run_cli(installed_cli, "validate", "--config", copy, cwd=tmp_path)
+        assert checked.returncode == 0, f"{name}: {checked.stdout}{checked.stderr}"
+
+
+@pytest.mark.slow
+@pytest.mark.network
+def test_installed_demo_runs_from_an_empty_directory(installed_cli: Path, tmp_path: Path) -> None:
+    """`widget-supervisor demo` from the wheel alone: every resource of the bundled multi.yml
+    is shown and allocated from once, and Ctrl-C ends it with exit code 0."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    demo = subprocess.Popen(
+        [installed_cli, "demo", "--metrics-address", "127.0.0.1:0"],
+        cwd=empty, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert demo.stdout is not None
+    lines: list[str] = []
+    for line in demo.stdout:  # pytest-timeout bounds a demo that never gets there
+        lines.append(line)
+        if "serving until Ctrl-C" in line:
+            break
+    demo.send_signal(signal.SIGINT)
+    rest, _ = demo.communicate(timeout=15)
+    output = "".join(lines) + rest
+    assert demo.returncode == 0, output
+    expected = sorted(
+        s.name for s in load_config(REPO_ROOT / "config" / "examples" / "multi.yml").resources
+    )
+    for resource in expected:
+        assert re.search(rf"^{re.escape(resource)}\s", output, re.MULTILINE), output
+        assert f"allocated from {resource}:" in output, output
+    assert list(empty.iterdir()) == [], "the demo writes only into its own temp dir"
