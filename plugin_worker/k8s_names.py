@@ -22,7 +22,7 @@ def dns1123_subdomain_problems(value: str) -> list[str]:
     problems = []
     if len(value) > DNS1123_SUBDOMAIN_MAX:
         problems.append(f"must be no more than {DNS1123_SUBDOMAIN_MAX} characters")
-    if not _DNS1123_SUBDOMAIN.match(value):
+    if not _DNS1123_SUBDOMAIN.fullmatch(value):  # fullmatch: `$` would allow a final "\n"
         problems.append(
             "must consist of lower case alphanumeric characters, '-' or '.', "
             "and must start and end with an alphanumeric character"
@@ -51,7 +51,7 @@ def qualified_name_problems(value: str) -> list[str]:
         problems.append("name part must be non-empty")
     elif len(name) > QUALIFIED_NAME_MAX:
         problems.append(f"name part must be no more than {QUALIFIED_NAME_MAX} characters")
-    if name and not _QUALIFIED_NAME.match(name):
+    if name and not _QUALIFIED_NAME.fullmatch(name):
         problems.append(
             "name part must consist of alphanumeric characters, '-', '_' or '.', "
             "and must start and end with an alphanumeric character"

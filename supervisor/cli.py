@@ -21,8 +21,7 @@ from typing import Any, TypeVar
 import click
 
 from plugin_worker.api import DEFAULT_PLUGIN_DIR, UNHEALTHY, Device
-from plugin_worker.k8s_names import dns1123_subdomain_problems
-from supervisor import __version__, bundled
+from supervisor import __version__, bundled, config_schema
 from supervisor.cdi import DEFAULT_CDI_DIR
 from supervisor.config import DEFAULT_DOMAIN, Config, load_config
 from supervisor.errors import ConfigError
@@ -36,9 +35,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _check_domain(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    problems = dns1123_subdomain_problems(value)
+    problems = config_schema.problems(value, "domain")  # the rule a config's `domain:` follows
     if problems:
-        raise click.BadParameter(f"{value!r} {problems[0]}")
+        raise click.BadParameter(f"{value!r}: {problems[0][1]}")
     return value
 
 

@@ -1,8 +1,9 @@
 """The config file: reading it safely, parsing it, and reporting every problem at once.
 
 Owns file access (size cap, permission check), YAML parsing and error locations
-(file, line, field). What the keys mean is `config_schema`'s job; turning device
-entries into resources is `resources`' job.
+(file, line, field), and the order of the steps: the schema's rules (`config_schema`),
+reading the values (`config_document`), the rules spanning several values and grouping
+into resources (`resources`).
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from plugin_worker.api import ResourceSpec
-from supervisor import fastyaml
-from supervisor.config_schema import Checker, LineOf, validate_document
-from supervisor.errors import ConfigError, Problem
+from supervisor import config_schema, fastyaml
+from supervisor.config_document import read_sections
+from supervisor.errors import ConfigError, LineOf, Path_, Problem, field_name, no_lines
 from supervisor.gcpause import gc_paused
-from supervisor.resources import build_resources
+from supervisor.resources import check_and_build
 
 DEFAULT_DOMAIN = "ska-sdp.org"
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -123,24 +124,26 @@ def parse_config(
     text = _decode(data, source)
     _check_nesting(text, source)
     tree = _parse_fast(text, source)
-    check = Checker(source, lambda _: None)
-    document = validate_document(tree, check, default_domain, node_name)
-    resources: tuple[ResourceSpec, ...] = ()
-    problems = check.problems
-    if not problems:
-        resources, problems = build_resources(
-            document.domain, document.entries, source, document.settings
+    if tree is None:
+        raise ConfigError(
+            [Problem(source, None, "", "is empty; expected a mapping with a 'devices' list")]
         )
+    found = config_schema.problems(tree)
+    if found:
+        line_of = _line_finder(_parse(text, source, YAML(typ="rt")))
+        raise ConfigError([Problem(source, line_of(p), field_name(p), m) for p, m in found])
+    domain = tree.get("domain", default_domain)
+    if "domain" not in tree:
+        wrong = config_schema.problems(domain, "domain")
+        if wrong:
+            raise ConfigError([Problem(source, None, "domain", f"(default) {wrong[0][1]}")])
+    sections = read_sections(tree)
+    resources, problems = check_and_build(domain, sections, node_name, source, no_lines)
     if problems:
-        located = _parse(text, source, YAML(typ="rt"))
-        check = Checker(source, _line_finder(located))
-        document = validate_document(located, check, default_domain, node_name)
-        if not check.problems:
-            _, check.problems = build_resources(
-                document.domain, document.entries, source, document.settings
-            )
-        raise ConfigError(check.problems or problems)
-    return Config(source=source, domain=document.domain, resources=resources, node=node_name)
+        line_of = _line_finder(_parse(text, source, YAML(typ="rt")))
+        _, problems = check_and_build(domain, sections, node_name, source, line_of)
+        raise ConfigError(problems)
+    return Config(source=source, domain=domain, resources=resources, node=node_name)
 
 
 _FLOW_SYNTAX = re.compile(r"[\[\]{}\"'#\n\\]")
@@ -240,14 +243,17 @@ def _parse(text: str, source: str, yaml: YAML) -> Any:
 def _line_finder(tree: Any) -> LineOf:
     """Map a path of keys and indexes to the 1-based line where it appears."""
 
-    def line_of(path: tuple[str | int, ...]) -> int | None:
+    def line_of(path: Path_) -> int | None:
         node, line = tree, None
         for step in path:
-            if isinstance(node, CommentedMap) and step in node:
-                line = node.lc.key(step)[0] + 1
-            elif isinstance(node, CommentedSeq) and isinstance(step, int) and step < len(node):
-                line = node.lc.item(step)[0] + 1
-            else:
+            try:
+                if isinstance(node, CommentedMap) and step in node:
+                    line = node.lc.key(step)[0] + 1
+                elif isinstance(node, CommentedSeq) and isinstance(step, int) and step < len(node):
+                    line = node.lc.item(step)[0] + 1
+                else:
+                    break
+            except (KeyError, IndexError, TypeError):  # e.g. a key merged in with <<
                 break
             node = node[step]
         return line

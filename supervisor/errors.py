@@ -2,7 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+
+Path_ = tuple[str | int, ...]
+"""Where a value stands in the config: keys and list indexes from the top."""
+LineOf = Callable[[Path_], int | None]
+"""The 1-based line a path appears on, if known."""
+
+
+def field_name(path: Path_) -> str:
+    """``("devices", 3, "model")`` -> ``devices[3].model``."""
+    text = ""
+    for step in path:
+        text += f"[{step}]" if isinstance(step, int) else (f".{step}" if text else step)
+    return text
+
+
+def no_lines(path: Path_) -> int | None:
+    return None
 
 
 @dataclass(frozen=True, slots=True)

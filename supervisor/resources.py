@@ -1,44 +1,56 @@
-"""From device entries to extended resources: grouping, names, stable device IDs.
+"""From device entries to extended resources: grouping, names, stable device IDs, and the
+rules that span several values of a config.
 
-Owns the rules that make the advertised state safe for kubelet: resource names
-kubelet accepts, device IDs that never move to another device, environment
-variable names that never collide.
+Owns what makes the advertised state safe for kubelet where no single value can be wrong:
+resource names kubelet accepts (the name part's length), names and environment variables
+that never collide, device paths and IDs listed once, a device list kubelet can receive,
+`resources:` settings that name an existing (type, model) once. Every rule for a single
+value is the schema's (`config_schema`); the chart's templates/validate.yaml checks the
+same cross-value rules with the same sentences (tests/deploy/test_config_rules.py).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import re
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
-from plugin_worker.api import HEALTHY, AllocateFaults, Device, Fault, Mount, ResourceSpec
-from plugin_worker.k8s_names import (
-    dns1123_subdomain_problems,
-    extended_resource_name_problems,
+from plugin_worker.api import (
+    HEALTHY,
+    UNHEALTHY,
+    AllocateFaults,
+    Device,
+    Fault,
+    Mount,
+    ResourceSpec,
 )
-from supervisor.errors import Problem
+from plugin_worker.k8s_names import QUALIFIED_NAME_MAX
+from plugin_worker.wire_size import (
+    KUBELET_MAX_MESSAGE_BYTES,
+    list_and_watch_size,
+    list_and_watch_size_bound,
+)
+from supervisor.errors import LineOf, Path_, Problem, field_name
 
 MAX_DEVICE_ID = 63  # kubelet's documented limit for Device.ID
-MAX_REPLICAS = 100
 SHARED_SUFFIX = ".shared"
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
-_EXPLICIT_ID = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
 _ENV_UNSAFE = re.compile(r"[^A-Z0-9]")
 
 
 @dataclass(frozen=True, slots=True)
 class DeviceEntry:
-    """One validated ``devices:`` item."""
+    """One ``devices:`` item."""
 
     type: str
     model: str
     path: str
     id: str | None
-    line: int | None
-    index: int
-    where: str = ""
-    """Where the entry stands, e.g. ``devices[3]`` or ``nodes[0].devices[1]``."""
+    at: Path_
+    """Where the entry stands, e.g. ``("devices", 3)`` or ``("nodes", 0, "devices", 1)``."""
     health: str = HEALTHY
     numa: int | None = None
     fault: Fault | None = None
@@ -46,11 +58,11 @@ class DeviceEntry:
 
 @dataclass(frozen=True, slots=True)
 class ResourceSettings:
-    """One validated ``resources:`` item: how a (type, model) resource behaves."""
+    """One ``resources:`` item: how a (type, model) resource behaves."""
 
     type: str
     model: str
-    path: tuple[str | int, ...] = ()
+    at: Path_ = ()
     replicas: int = 1
     rename_shared: bool = False
     preferred_policy: str = "none"
@@ -60,6 +72,29 @@ class ResourceSettings:
     annotations: tuple[tuple[str, str], ...] = ()
     cdi: bool = False
     allocate_faults: AllocateFaults = field(default_factory=AllocateFaults)
+
+    @property
+    def renames(self) -> bool:
+        return self.rename_shared and self.replicas > 1
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """The devices and settings of the top level, or of one ``nodes`` entry."""
+
+    at: Path_
+    """``()`` for the top level, ``("nodes", i)`` for an entry."""
+    entries: tuple[DeviceEntry, ...]
+    settings: tuple[ResourceSettings, ...]
+    match: str | None = None
+    """The entry's glob on node names; None for the top level."""
+    replaces: bool = False
+    """``mode: replace``: the entry's devices replace those listed so far."""
+
+    def applies_to(self, node: str | None) -> bool:
+        if self.match is None:
+            return True
+        return node is not None and fnmatch.fnmatchcase(node, self.match)
 
 
 def resource_name(domain: str, type_: str, model: str) -> str:
@@ -108,99 +143,179 @@ def _advertised(entry: DeviceEntry, ident: str, replicas: int) -> list[Device]:
     ]
 
 
-def _name_problems(
-    name: str, prefix: str, where: str, seen_names: dict[str, str], seen_prefixes: dict[str, str]
-) -> list[str]:
-    """Why kubelet would refuse `name`, or why it clashes with an earlier resource."""
-    problems = extended_resource_name_problems(name)
-    if name != name.lower():
-        problems.append("must be lower-case")
-    if name in seen_names:
-        problems.append(f"is also what {seen_names[name]} gives; rename one type or model")
-    if prefix in seen_prefixes and seen_prefixes[prefix] != name:
-        problems.append(
-            f"would share environment variables {prefix}_* with {seen_prefixes[prefix]!r}; "
-            "rename one type or model"
-        )
-    seen_names.setdefault(name, where)
-    seen_prefixes.setdefault(prefix, name)
-    return problems
+class _Problems:
+    """Collects problems at paths, with lines from `line_of`."""
+
+    def __init__(self, source: str, line_of: LineOf) -> None:
+        self.source, self.line_of = source, line_of
+        self.found: dict[Problem, None] = {}
+
+    def at(self, path: Path_, message: str) -> None:
+        line = self.line_of(path)
+        self.found.setdefault(Problem(self.source, line, field_name(path), message))
+
+    def where(self, path: Path_) -> str:
+        line = self.line_of(path)
+        return field_name(path) + (f" (line {line})" if line else "")
 
 
-def build_resources(
-    domain: str,
-    entries: list[DeviceEntry],
-    source: str,
-    settings: dict[tuple[str, str], ResourceSettings] | None = None,
+def check_and_build(
+    domain: str, sections: tuple[Section, ...], node: str | None, source: str, line_of: LineOf
 ) -> tuple[tuple[ResourceSpec, ...], list[Problem]]:
-    """Group entries by (type, model); return the specs, or every problem found."""
-    problems: list[Problem] = []
-    for message in dns1123_subdomain_problems(domain):
-        problems.append(Problem(source, None, "domain", message))
-    if problems:
-        return (), problems
+    """The resources `node` gets (None: only the top level), or every cross-value problem.
 
+    Names and settings are checked across the whole file, whichever node this is; device
+    lists as they apply here, and each `nodes` entry that does not apply on its own, so a
+    mistake in any entry shows up on every node.
+    """
+    problems = _Problems(source, line_of)
+    _check_names(domain, sections, problems)
+    _check_settings(sections, problems)
+    top = {(s.type, s.model): s for s in sections[0].settings}
+    entries: list[DeviceEntry] = []
+    settings = dict(top)
+    for section in sections:
+        if not section.applies_to(node):
+            _build(domain, section.entries, {**top, **_by_pair(section.settings)}, problems)
+            continue
+        entries = list(section.entries) if section.replaces else entries + list(section.entries)
+        settings.update(_by_pair(section.settings))
+    specs = _build(domain, entries, settings, problems)
+    return tuple(sorted(specs, key=lambda s: s.name)), list(problems.found)
+
+
+def _by_pair(settings: Iterable[ResourceSettings]) -> dict[tuple[str, str], ResourceSettings]:
+    return {(s.type, s.model): s for s in settings}
+
+
+def _check_names(domain: str, sections: tuple[Section, ...], problems: _Problems) -> None:
+    """Every name a (type, model) may get anywhere in the file, once, and valid for kubelet."""
+    renamed = {(s.type, s.model) for sec in sections for s in sec.settings if s.renames}
+    names: dict[str, DeviceEntry] = {}
+    prefixes: dict[str, str] = {}
+    for entry in _first_of_each_pair(sections):
+        pair = (entry.type, entry.model)
+        base = resource_name(domain, *pair)
+        at = (*entry.at, "type/model")
+        for name in (base, base + SHARED_SUFFIX) if pair in renamed else (base,):
+            part = name.partition("/")[2]
+            if len(part) > QUALIFIED_NAME_MAX:
+                problems.at(
+                    at,
+                    f"resource '{name}': the name after the domain, '{part}', has {len(part)} "
+                    f"characters; kubelet allows at most {QUALIFIED_NAME_MAX} "
+                    "(shorten the type or the model)",
+                )
+            first = names.setdefault(name, entry)
+            if first is not entry:
+                problems.at(
+                    at,
+                    f"resource '{name}' is also what {field_name(first.at)} gives; "
+                    "rename one type or model",
+                )
+        prefix = env_prefix(*pair)
+        owner = prefixes.setdefault(prefix, base)
+        if owner != base:
+            problems.at(
+                at,
+                f"resource '{base}' would share environment variables {prefix}_* with "
+                f"'{owner}'; rename one type or model",
+            )
+
+
+def _first_of_each_pair(sections: tuple[Section, ...]) -> Iterable[DeviceEntry]:
+    seen: set[tuple[str, str]] = set()
+    for section in sections:
+        for entry in section.entries:
+            if (entry.type, entry.model) not in seen:
+                seen.add((entry.type, entry.model))
+                yield entry
+
+
+def _check_settings(sections: tuple[Section, ...], problems: _Problems) -> None:
+    # Settings may name a type that only some nodes have (or that a `replace` entry drops
+    # here): it must exist somewhere in the file, not necessarily on this node.
+    known = {(e.type, e.model) for section in sections for e in section.entries}
+    for section in sections:
+        seen: set[tuple[str, str]] = set()
+        for s in section.settings:
+            if (s.type, s.model) in seen:
+                problems.at(s.at, f"type '{s.type}' with model '{s.model}' is configured twice")
+            seen.add((s.type, s.model))
+            if (s.type, s.model) not in known:
+                problems.at(s.at, f"no device has type '{s.type}' and model '{s.model}'")
+
+
+def _build(
+    domain: str,
+    entries: list[DeviceEntry] | tuple[DeviceEntry, ...],
+    settings: dict[tuple[str, str], ResourceSettings],
+    problems: _Problems,
+) -> list[ResourceSpec]:
+    """Group entries by (type, model) into specs; duplicates and oversized lists are problems."""
     groups: dict[tuple[str, str], list[DeviceEntry]] = defaultdict(list)
     for entry in entries:
         groups[(entry.type, entry.model)].append(entry)
-
     seen_paths: dict[str, DeviceEntry] = {}
-    seen_prefixes: dict[str, str] = {}
-    seen_names: dict[str, str] = {}
     specs = []
     for (type_, model), members in groups.items():
-        first = members[0]
-        options = (settings or {}).get((type_, model)) or ResourceSettings(type_, model)
-        name = resource_name(domain, type_, model)
-        if options.rename_shared and options.replicas > 1:
-            name += SHARED_SUFFIX
-
-        def problem(entry: DeviceEntry, key: str, message: str) -> None:
-            problems.append(Problem(source, entry.line, f"{entry.where}.{key}", message))
-
-        prefix = env_prefix(type_, model)
-        for message in _name_problems(name, prefix, first.where, seen_names, seen_prefixes):
-            problem(first, "type/model", f"resource {name!r} {message}")
-
-        devices: dict[str, Device] = {}
+        options = settings.get((type_, model)) or ResourceSettings(type_, model)
+        name = resource_name(domain, type_, model) + (SHARED_SUFFIX if options.renames else "")
+        devices: list[Device] = []
+        idents: set[str] = set()
         for entry in members:
-            duplicate = seen_paths.get(entry.path)
-            if duplicate is not None:
-                at = f" (line {duplicate.line})" if duplicate.line else ""
-                problem(
-                    entry, "device", f"{entry.path!r} is already listed at {duplicate.where}{at}"
-                )
-                continue
-            seen_paths[entry.path] = entry
-            if entry.id is not None and (
-                len(entry.id) > MAX_DEVICE_ID or not _EXPLICIT_ID.match(entry.id)
-            ):
-                problem(
-                    entry,
-                    "id",
-                    f"{entry.id!r} must be 1-{MAX_DEVICE_ID} characters of letters, digits, "
-                    "'-', '_' or '.', starting and ending with a letter or digit",
+            duplicate = seen_paths.setdefault(entry.path, entry)
+            if duplicate is not entry:
+                problems.at(
+                    (*entry.at, "device"),
+                    f"'{entry.path}' is already listed at {problems.where(duplicate.at)}",
                 )
                 continue
             ident = entry.id if entry.id is not None else device_id(type_, model, entry.path)
-            if ident in devices:
-                problem(entry, "id", f"device ID {ident!r} is used twice in resource {name!r}")
+            if ident in idents:
+                problems.at(
+                    (*entry.at, "id"), f"device ID '{ident}' is used twice in resource '{name}'"
+                )
                 continue
-            for device in _advertised(entry, ident, options.replicas):
-                devices[device.id] = device
-        specs.append(
-            ResourceSpec(
-                name=name,
-                devices=tuple(sorted(devices.values(), key=lambda d: d.id)),
-                env_prefix=prefix,
-                labels=(("type", type_), ("model", model)),
-                envs=options.envs,
-                mounts=options.mounts,
-                annotations=options.annotations,
-                cdi_kind=name if options.cdi else None,
-                preferred_policy=options.preferred_policy,
-                allocate_faults=options.allocate_faults,
-                failing=options.failing,
-            )
+            idents.add(ident)
+            devices += _advertised(entry, ident, options.replicas)
+        _check_size(name, devices, members[0], problems)
+        specs.append(_spec(name, type_, model, devices, options))
+    return specs
+
+
+def _check_size(name: str, devices: list[Device], first: DeviceEntry, problems: _Problems) -> None:
+    limit = KUBELET_MAX_MESSAGE_BYTES
+    if list_and_watch_size_bound(len(devices), id_bytes=MAX_DEVICE_ID) <= limit:
+        return  # surely fits: no need to add it all up
+    size = list_and_watch_size(devices, health=UNHEALTHY)  # the largest it can become
+    if size > limit:
+        problems.at(
+            (*first.at, "type/model"),
+            f"resource '{name}' has {len(devices):,} devices (replicas included): its "
+            f"ListAndWatch message would be {size:,} bytes, over the {limit:,} bytes (4 MiB) "
+            "kubelet receives at most, so kubelet would never learn its devices; "
+            "lower replicas or split the devices over more types or models",
         )
-    return tuple(sorted(specs, key=lambda s: s.name)), problems
+
+
+def _spec(
+    name: str, type_: str, model: str, devices: list[Device], options: ResourceSettings
+) -> ResourceSpec:
+    return ResourceSpec(
+        name=name,
+        devices=tuple(sorted(devices, key=_by_id)),
+        env_prefix=env_prefix(type_, model),
+        labels=(("type", type_), ("model", model)),
+        envs=options.envs,
+        mounts=options.mounts,
+        annotations=options.annotations,
+        cdi_kind=name if options.cdi else None,
+        preferred_policy=options.preferred_policy,
+        allocate_faults=options.allocate_faults,
+        failing=options.failing,
+    )
+
+
+def _by_id(device: Device) -> str:
+    return device.id

@@ -110,6 +110,20 @@ BAD = [
      "c.yml:4: nodes[0].devices[0].device: required field is missing"),
     ("node-duplicate-path", "nodes:\n- match: n1\n  devices:\n  - {type: a, model: b, device: /dev/x}\n" + DEVICE,
      "c.yml:4: nodes[0].devices[0].device: '/dev/x' is already listed at devices[0] (line 6)"),
+    # Rules within one `nodes` entry hold on every node, not only where the entry applies.
+    ("other-node-duplicate-path", "nodes:\n- match: other\n  devices:\n  - {type: g, model: c, device: /dev/g}\n"
+     "  - {type: g, model: c, device: /dev/g}\n" + DEVICE,
+     "c.yml:5: nodes[0].devices[1].device: '/dev/g' is already listed at nodes[0].devices[0] (line 4)"),
+    ("other-node-long-name", f"nodes:\n- match: other\n  devices:\n  - {{type: {'t' * 40}, model: {'m' * 30}, device: /dev/g}}\n" + DEVICE,
+     f"c.yml:4: nodes[0].devices[0].type/model: resource 'ska-sdp.org/{'t' * 40}-{'m' * 30}': the name after the domain"),
+    ("shared-name-too-long", f"resources:\n- {{type: {'t' * 30}, model: {'m' * 30}, replicas: 2, renameShared: true}}\n"
+     f"devices:\n- {{type: {'t' * 30}, model: {'m' * 30}, device: /dev/x}}\n",
+     f"resource 'ska-sdp.org/{'t' * 30}-{'m' * 30}.shared': the name after the domain, '{'t' * 30}-{'m' * 30}.shared', has 68 characters"),
+    ("duplicate-id-with-replicas", "resources:\n- {type: a, model: b, replicas: 2}\n"
+     "devices:\n- {type: a, model: b, device: /dev/x, id: same}\n- {type: a, model: b, device: /dev/y, id: same}\n",
+     "c.yml:5: devices[1].id: device ID 'same' is used twice in resource 'ska-sdp.org/a-b'"),
+    ("explicit-id-like-a-derived-one", "devices:\n- {type: a, model: b, device: /dev/x}\n- {type: a, model: b, device: /dev/y, id: a-b-x}\n",
+     "c.yml:3: devices[1].id: device ID 'a-b-x' is used twice in resource 'ska-sdp.org/a-b'"),
 ]  # fmt: skip
 
 

@@ -1,0 +1,91 @@
+"""From a schema-valid config tree to typed values: devices, resource settings, node entries.
+
+The tree has passed `config_schema`, so nothing here checks a rule: it reads the values and
+fills in the defaults (the same as the schema's "default" annotations, which a test checks).
+Which entries apply to a node, and the rules spanning several values, are `resources`' job.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from plugin_worker.api import HEALTHY, AllocateFaults, Fault, Mount
+from supervisor.config_schema import parse_duration
+from supervisor.errors import Path_
+from supervisor.resources import DeviceEntry, ResourceSettings, Section
+
+
+def read_sections(tree: dict[str, Any]) -> tuple[Section, ...]:
+    """The top level, then each ``nodes`` entry, in file order."""
+    sections = [_section(tree, ())]
+    for index, node in enumerate(tree.get("nodes", ())):
+        at: Path_ = ("nodes", index)
+        replaces = node.get("mode", "add") == "replace"
+        sections.append(_section(node, at, match=node["match"], replaces=replaces))
+    return tuple(sections)
+
+
+def _section(
+    m: dict[str, Any], at: Path_, *, match: str | None = None, replaces: bool = False
+) -> Section:
+    devices = m.get("devices", ())
+    entries = tuple(_device(item, (*at, "devices", i)) for i, item in enumerate(devices))
+    settings = tuple(
+        _settings(item, (*at, "resources", i)) for i, item in enumerate(m.get("resources", ()))
+    )
+    return Section(at=at, entries=entries, settings=settings, match=match, replaces=replaces)
+
+
+def _device(item: dict[str, Any], at: Path_) -> DeviceEntry:
+    if len(item) == 3:  # the common case: just type, model and device
+        return DeviceEntry(item["type"], item["model"], item["device"], None, at)
+    faults = item.get("faults")
+    return DeviceEntry(
+        type=item["type"], model=item["model"], path=item["device"], id=item.get("id"), at=at,
+        health=item.get("health", HEALTHY), numa=item.get("numa"),
+        fault=None if faults is None else _fault(faults),
+    )  # fmt: skip
+
+
+def _seconds(value: object) -> float:
+    seconds = parse_duration(value)
+    assert seconds is not None, "the schema admits only durations here"
+    return seconds
+
+
+def _fault(m: dict[str, Any]) -> Fault:
+    recover, flap = m.get("recoverAfter"), m.get("flapPeriod")
+    return Fault(
+        unhealthy_after=_seconds(m.get("unhealthyAfter", 0)),
+        recover_after=None if recover is None else _seconds(recover),
+        flap_period=None if flap is None else _seconds(flap),
+    )
+
+
+def _settings(m: dict[str, Any], at: Path_) -> ResourceSettings:
+    faults = m.get("allocate")
+    return ResourceSettings(
+        type=m["type"], model=m["model"], at=at, replicas=m.get("replicas", 1),
+        rename_shared=m.get("renameShared", False),
+        preferred_policy=m.get("preferredAllocation", "none"), failing=m.get("failing", False),
+        envs=tuple(sorted(m.get("envs", {}).items())),
+        mounts=tuple(_mount(x) for x in m.get("mounts", ())),
+        annotations=tuple(sorted(m.get("annotations", {}).items())), cdi=m.get("cdi", False),
+        allocate_faults=AllocateFaults() if faults is None else _allocate(faults),
+    )  # fmt: skip
+
+
+def _mount(m: dict[str, Any]) -> Mount:
+    return Mount(
+        container_path=m["containerPath"],
+        host_path=m["hostPath"],
+        read_only=m.get("readOnly", True),
+    )
+
+
+def _allocate(m: dict[str, Any]) -> AllocateFaults:
+    return AllocateFaults(
+        delay=_seconds(m.get("delay", 0)),
+        failure_rate=float(m.get("failureRate", 0)),
+        seed=m.get("seed"),
+    )
