@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint unit tools proto bench bench-quick clean
+.PHONY: demo test lint unit tools proto schema bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ test: $(STAMP) tools lint
 ## unit: the pytest suite without lint or tool installation (quick local loop)
 unit: $(STAMP)
 	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/pytest
+
+## schema: regenerate the chart's values.schema.json from supervisor/config.schema.json
+schema: $(STAMP)
+	$(BIN)/python -m supervisor.schema_gen --chart charts/widget-plugin
 
 ## proto: regenerate the gRPC stubs from plugin_worker/_proto/*.proto
 proto: $(STAMP)

@@ -117,3 +117,20 @@ top-level device's, else the first `nodes` entry's; the scheduler then picks a m
 {{- define "widget-plugin.pluginDir" -}}/var/lib/kubelet/device-plugins{{- end }}
 {{- define "widget-plugin.podResourcesDir" -}}/var/lib/kubelet/pod-resources{{- end }}
 {{- define "widget-plugin.cdiDir" -}}/var/run/cdi{{- end }}
+
+{{/*
+The ID the supervisor derives for a device without `id` (supervisor/resources.py device_id):
+<type>-<model>-<path without /dev/>, or, when the path had to change to fit (characters other
+than letters, digits, '.', '_', '-', or more than 63 in all), cut to 52, '-' and '.' trimmed at
+the end, and the first 10 hex digits of the path's SHA-256 appended. Call with the device.
+*/}}
+{{- define "widget-plugin.deviceId" -}}
+{{- $relative := regexReplaceAll "^/+" (trimPrefix "/dev/" .device) "" -}}
+{{- $slug := regexReplaceAll "[^A-Za-z0-9._-]" $relative "-" -}}
+{{- $base := printf "%s-%s-%s" .type .model $slug -}}
+{{- if and (eq $slug $relative) (le (len $base) 63) -}}
+{{- $base -}}
+{{- else -}}
+{{- printf "%s-%s" (regexReplaceAll "[-.]+$" (trunc 52 $base) "") (trunc 10 (sha256sum .device)) -}}
+{{- end -}}
+{{- end }}

@@ -1,0 +1,131 @@
+"""Generates the Helm chart's values.schema.json from the config's JSON Schema (`make schema`).
+
+The chart validates `config` with the supervisor's own rules (supervisor/config.schema.json),
+so that `helm install` refuses what every pod would refuse. helm before 3.18 validates values
+with gojsonschema, which knows drafts 4, 6 and 7 but not 2020-12, so the config schema is
+rewritten into draft-07 form: ``$defs`` become ``definitions`` and references follow; a
+``$ref`` with other keywords beside it (ignored there) is wrapped into ``allOf``; the ``x-``
+annotations (the supervisor's messages, ``x-maxSeconds``) are dropped; integer bounds beyond
+2^53-1 are clamped, as Helm holds every number as a float64. A keyword without a draft-07
+meaning is an error. The result becomes ``properties.config`` of the chart's hand-written
+schema, charts/widget-plugin/values.schema.in.json (everything but ``config``).
+
+values.schema.json is never edited by hand: tests/deploy/test_helm_values_schema.py fails when
+it differs from what this writes.
+
+    python -m supervisor.schema_gen [--chart charts/widget-plugin] [--check]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from supervisor.config_schema import schema as config_schema
+
+MAX_SAFE_INTEGER = 2**53 - 1
+DRAFT_07 = frozenset(
+    ("type", "enum", "const", "pattern", "minLength", "maxLength", "minimum", "maximum",
+     "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "properties", "required",
+     "additionalProperties", "propertyNames", "patternProperties", "items", "minItems",
+     "maxItems", "uniqueItems", "contains", "minProperties", "maxProperties", "allOf", "anyOf",
+     "oneOf", "not", "if", "then", "else", "$ref", "format", "title", "description", "default",
+     "examples", "$comment")
+)  # fmt: skip
+_ANNOTATIONS = frozenset(("title", "description", "default", "examples", "$comment"))
+_SCHEMA_MAPS = frozenset(("properties", "patternProperties"))
+_SCHEMA_LISTS = frozenset(("allOf", "anyOf", "oneOf"))
+_SCHEMA_VALUES = frozenset(
+    ("additionalProperties", "propertyNames", "items", "contains", "not", "if", "then", "else")
+)
+
+
+class SchemaGenError(ValueError):
+    """The config schema uses something the chart's draft-07 validator cannot check."""
+
+
+def draft07(schema: Any, where: str = "#") -> Any:
+    """`schema` (a 2020-12 subschema of the config schema) in draft-07 form."""
+    if isinstance(schema, bool):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key.startswith("x-") or key in ("$schema", "$id", "$defs"):
+            continue
+        if key not in DRAFT_07:
+            raise SchemaGenError(f"{where}: {key!r} has no draft-07 meaning")
+        if key in _SCHEMA_MAPS:
+            out[key] = {k: draft07(v, f"{where}/{key}/{k}") for k, v in value.items()}
+        elif key in _SCHEMA_LISTS:
+            out[key] = [draft07(v, f"{where}/{key}/{n}") for n, v in enumerate(value)]
+        elif key in _SCHEMA_VALUES:
+            out[key] = draft07(value, f"{where}/{key}")
+        elif key == "$ref":
+            if not value.startswith("#/$defs/"):
+                raise SchemaGenError(f"{where}: only references into $defs are supported")
+            out[key] = "#/definitions/" + value.removeprefix("#/$defs/")
+        elif (
+            key in ("minimum", "maximum")
+            and isinstance(value, int)
+            and abs(value) > MAX_SAFE_INTEGER
+        ):
+            out[key] = MAX_SAFE_INTEGER if value > 0 else -MAX_SAFE_INTEGER
+            note = (
+                "At most 2^53-1 here: Helm holds numbers as float64, so larger ones would change."
+            )
+            out["description"] = f"{schema.get('description', '')} {note}".strip()
+        else:
+            out.setdefault(key, value)
+    if "$ref" in out and set(out) - _ANNOTATIONS - {"$ref"}:
+        # draft-07 ignores every keyword beside $ref; 2020-12 applies them all.
+        annotations = {k: v for k, v in out.items() if k in _ANNOTATIONS}
+        rest = {k: v for k, v in out.items() if k not in _ANNOTATIONS and k != "$ref"}
+        out = {**annotations, "allOf": [{"$ref": out["$ref"]}, rest]}
+    return out
+
+
+def chart_schema(chart_source: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """The chart's values schema: `chart_source` with `config` as properties.config."""
+    result: dict[str, Any] = json.loads(json.dumps(chart_source))
+    definitions = result.setdefault("definitions", {})
+    for name, definition in config.get("$defs", {}).items():
+        if name in definitions:
+            raise SchemaGenError(f"definition {name!r} exists in the chart's schema already")
+        definitions[name] = draft07(definition, f"#/$defs/{name}")
+    wanted = result["properties"]["config"]
+    result["properties"]["config"] = {**draft07(config), **wanted}
+    result["$comment"] = (
+        "GENERATED by `make schema` (python -m supervisor.schema_gen) from the supervisor's "
+        "supervisor/config.schema.json and values.schema.in.json: do not edit; edit those."
+    )
+    return result
+
+
+def render(chart_dir: Path) -> str:
+    source = json.loads((chart_dir / "values.schema.in.json").read_text(encoding="utf-8"))
+    return json.dumps(chart_schema(source, config_schema()), indent=2) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m supervisor.schema_gen", description=__doc__)
+    parser.add_argument("--chart", type=Path, default=Path("charts/widget-plugin"))
+    parser.add_argument("--check", action="store_true", help="exit 1 if the file is not current")
+    args = parser.parse_args(argv)
+    target: Path = args.chart / "values.schema.json"
+    text = render(args.chart)
+    if args.check:
+        current = target.read_text(encoding="utf-8") if target.exists() else ""
+        if current != text:
+            print(f"{target} is out of date: run `make schema`", file=sys.stderr)
+            return 1
+        return 0
+    target.write_text(text, encoding="utf-8")
+    print(f"wrote {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
