@@ -28,8 +28,8 @@ def read_sections(tree: dict[str, Any]) -> tuple[Section, ...]:
 def _section(
     m: dict[str, Any], at: Path_, *, match: str | None = None, replaces: bool = False
 ) -> Section:
-    devices = m.get("devices", ())
-    entries = tuple(_device(item, (*at, "devices", i)) for i, item in enumerate(devices))
+    where = (*at, "devices")
+    entries = tuple([_device(item, (*where, i)) for i, item in enumerate(m.get("devices", ()))])
     settings = tuple(
         _settings(item, (*at, "resources", i)) for i, item in enumerate(m.get("resources", ()))
     )

@@ -53,7 +53,8 @@ SCHEMA_RULES = [
                  "devices[0].type: must be 1-61 lower-case letters", id="trailing-newline"),
 ]  # fmt: skip
 
-# Rules spanning several values: the same sentence from both.
+# Rules the generated schema cannot carry (spanning several values, or x-maxSeconds): the same
+# sentence from both.
 CROSS_RULES = [
     pytest.param(devices(SNAFFLER, SNAFFLER), id="duplicate-device-path"),
     pytest.param(devices(SNAFFLER, {"type": "gizmo", "model": "mk2", "device": "/dev/wibble1"}),
@@ -81,6 +82,12 @@ CROSS_RULES = [
                  id="duplicate-path-in-a-nodes-entry"),
     pytest.param(devices(SNAFFLER, nodes=[{"match": "gpu-*", "devices": [
         {**W2, "type": "t" * 40, "model": "m" * 30}]}]), id="long-name-in-a-nodes-entry"),
+    # Durations as strings: the schema's x-maxSeconds, which draft-07 cannot carry.
+    pytest.param(devices({**SNAFFLER, "faults": {"recoverAfter": "8784h1s"}}),
+                 id="duration-string-over-366-days"),
+    pytest.param(devices(SNAFFLER, resources=[{"type": "snaffler", "model": "v1",
+                                               "allocate": {"delay": "5m0.5s"}}]),
+                 id="delay-string-over-300s"),
 ]  # fmt: skip
 
 

@@ -134,3 +134,16 @@ the end, and the first 10 hex digits of the path's SHA-256 appended. Call with t
 {{- printf "%s-%s" (regexReplaceAll "[-.]+$" (trunc 52 $base) "") (trunc 10 (sha256sum .device)) -}}
 {{- end -}}
 {{- end }}
+
+{{/*
+The seconds a duration string (250ms, 30s, 1m30s, 2h) stands for, as the supervisor reads it.
+The schema checks the form; this is for the bounds it cannot check on strings (x-maxSeconds).
+*/}}
+{{- define "widget-plugin.seconds" -}}
+{{- $units := dict "ms" 0.001 "s" 1.0 "m" 60.0 "h" 3600.0 -}}
+{{- $total := 0.0 -}}
+{{- range $part := regexFindAll "[0-9]+(\\.[0-9]+)?(ms|s|m|h)" (toString .) -1 -}}
+{{- $total = addf $total (mulf (float64 (regexFind "^[0-9.]+" $part)) (get $units (regexFind "(ms|s|m|h)$" $part))) -}}
+{{- end -}}
+{{- $total -}}
+{{- end }}
