@@ -19,6 +19,8 @@ INVALID = [
     ("bad-start", "example.com/-gpu", "must start and end with an alphanumeric"),
     ("name-too-long", "example.com/" + "a" * 64, "no more than 63 characters"),
     ("domain-too-long", f"{'a' * 243}.b/x", "no more than 253 characters"),
+    ("final-newline", "example.com/gpu\n", "must start and end with an alphanumeric"),
+    ("domain-final-newline", "example.com\n/gpu", "prefix part must consist"),
 ]
 
 
