@@ -103,11 +103,21 @@ def _all(checks: list[Predicate]) -> Predicate:
     return check
 
 
-class _Compiler:
+class Compiler:
+    """Compiles parts of one root schema (references resolve against it)."""
+
     def __init__(self, root: Mapping[str, Any], extra: Mapping[str, KeywordCompiler]) -> None:
         self._root = root
         self._extra = extra
         self._refs: dict[str, Predicate] = {}
+        self._done: dict[int, tuple[Any, Predicate]] = {}
+
+    def predicate(self, schema: Any) -> Predicate:
+        """`compile`, once per subschema of the root (held, so that its id stays its own)."""
+        done = self._done.get(id(schema))
+        if done is None:
+            done = self._done[id(schema)] = (schema, self.compile(schema))
+        return done[1]
 
     def compile(self, schema: Any) -> Predicate:
         if schema is True or schema == {}:
@@ -302,5 +312,5 @@ def compile_schema(
     `extra` adds keywords of our own: name -> a function from the keyword's value to a
     predicate on the instance. `ref` (e.g. ``#/$defs/domain``): check against that part.
     """
-    compiler = _Compiler(schema, extra or {})
+    compiler = Compiler(schema, extra or {})
     return compiler.compile({"$ref": ref} if ref is not None else dict(schema))

@@ -29,7 +29,7 @@ DEFS = SCHEMA["$defs"]
 
 def jsonschema_says(tree: Any) -> bool:
     """The verdict of jsonschema itself, with our type checker and regex dialect."""
-    return not list(config_schema._validator_class()(SCHEMA).iter_errors(tree))
+    return not list(config_schema._validator_class(skip_valid=False)(SCHEMA).iter_errors(tree))
 
 
 def fast_says(tree: Any) -> bool:
@@ -237,3 +237,18 @@ def test_a_huge_value_is_described_not_printed() -> None:
     lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 12)]
     text = "\n".join(lines) + "\ndevices:\n- type: *a11\n  model: b\n  device: /dev/x\n"
     assert "devices[0].type: must be a non-empty string, not a list" in "\n".join(problems_of(text))
+
+
+def _explained(tree: Any, *, skip_valid: bool) -> list[tuple[Any, str]]:
+    validator = config_schema._validator_class(skip_valid=skip_valid)(SCHEMA)
+    return sorted(
+        (str(path), message)
+        for error in validator.iter_errors(tree)
+        for path, message in config_schema._explain(error)
+    )
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated_configs())
+def test_skipping_the_items_the_fast_check_accepts_finds_the_same_errors(tree: Any) -> None:
+    assert _explained(tree, skip_valid=True) == _explained(tree, skip_valid=False)
