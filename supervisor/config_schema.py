@@ -122,8 +122,8 @@ def _explain(error: ValidationError) -> Iterator[tuple[Path_, str]]:
     path: Path_ = tuple(error.absolute_path)
     if "propertyNames" in error.absolute_schema_path:
         path = (*path, str(error.instance))  # the offending key itself
-    keyword, where = str(error.validator), error.schema
-    assert isinstance(where, dict)
+    keyword = str(error.validator)
+    where: dict[str, Any] = error.schema if isinstance(error.schema, dict) else {}
     template = where.get("x-messages", {}).get(keyword) or where.get("x-message")
     if template is not None and keyword not in ("required", "additionalProperties"):
         message = template.format(
@@ -140,7 +140,8 @@ def _explain(error: ValidationError) -> Iterator[tuple[Path_, str]]:
         message = where.get("x-messages", {}).get(keyword, message)
     elif keyword == "additionalProperties":
         path = (*path, error.message)
-    if keyword == "type" and "string" in _listed(where["type"]) and TYPES["number"](error.instance):
+    expected = _listed(where.get("type", []))
+    if keyword == "type" and "string" in expected and TYPES["number"](error.instance):
         message += f' (quote it: {path[-1] if path else "value"}: "{error.instance}")'
     yield path, message
 
