@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/widget-supervisor demo
 
-## tools: helm, prometheus/promtool (test-only, installed under .tools/ or by apt)
+## tools: helm, prometheus/promtool (test-only; linked or unpacked into .tools/, no root needed)
 tools:
 	bash scripts/install-tools.sh
 
@@ -30,9 +30,9 @@ lint: $(STAMP)
 test: $(STAMP) tools lint
 	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/pytest
 
-## unit: the pytest suite without lint or tool installation (quick local loop)
+## unit: the fast loop: pytest without the slow and network tests, no lint, no tool installation
 unit: $(STAMP)
-	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/pytest
+	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/pytest -m "not slow and not network"
 
 ## schema: regenerate the chart's values.schema.json from supervisor/config.schema.json
 schema: $(STAMP)

@@ -1,4 +1,9 @@
-"""Test helpers: the real widget-supervisor as a child process, and small HTTP/file tools."""
+"""Test helpers: the real widget-supervisor as a child process, waiting on a condition with a
+deadline, free ports, HTTP GET, metric samples, config files and sockets.
+
+Every test waits through `eventually` (async) or `wait_until` (sync code and fixtures), never
+with a bare sleep: both poll a condition until a deadline and fail saying what was awaited.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,22 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import stat
 import sys
+import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple, TypeVar
+
+from prometheus_client.parser import text_string_to_metric_families
+
+T = TypeVar("T")
+WAIT = 15.0
+"""Default deadline (seconds) of `eventually` and `wait_until`: generous, as only a failing
+test waits that long, on a 2-core machine shared with other work."""
 
 _METRICS_LINE = re.compile(r"metrics on http://([^:]+):(\d+)/metrics")
 
@@ -97,27 +113,127 @@ class SupervisorProcess:
             raise
 
     def metrics(self) -> str:
-        return http_get(self.metrics_url + "/metrics")
+        answer = http_get(self.metrics_url + "/metrics")
+        assert answer.status == 200, answer
+        return answer.text
 
 
-def http_get(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        body: bytes = response.read()
-    return body.decode()
+# -- waiting -------------------------------------------------------------------------
+
+
+Describe = str | Callable[[], str]
+"""What is awaited, for the failure message; a callable is called at the deadline, so that
+the message can show the state then."""
+
+
+def _timed_out(timeout: float, what: Describe, check: object, last: object) -> AssertionError:
+    text = what() if callable(what) else what
+    return AssertionError(f"not true within {timeout} s: {text or check}; last: {last!r}")
+
+
+async def eventually(
+    check: Callable[[], T | None],
+    *,
+    timeout: float = WAIT,
+    what: Describe = "",
+    every: float = 0.05,
+    ignore: tuple[type[Exception], ...] = (),
+    thread: bool = False,
+) -> T:
+    """Poll `check()` until it returns something truthy and return that; fail after
+    `timeout` seconds naming `what` (see `Describe`) and the last result. Exceptions in
+    `ignore` count as "not yet" (a server not listening yet); any other one fails at once.
+    `thread=True` runs the check in a thread, for blocking ones (HTTP) that must not stall
+    the servers on this event loop (the kubelet stand-in)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last: object = None
+    while True:
+        try:
+            value = await asyncio.to_thread(check) if thread else check()
+        except ignore as error:
+            last = error
+        else:
+            if value:
+                return value
+            last = value
+        if loop.time() >= deadline:
+            raise _timed_out(timeout, what, check, last)
+        await asyncio.sleep(every)  # the poll interval, not a wait for something to happen
+
+
+def wait_until(
+    check: Callable[[], T | None],
+    *,
+    timeout: float = WAIT,
+    what: Describe = "",
+    every: float = 0.05,
+    ignore: tuple[type[Exception], ...] = (),
+) -> T:
+    """`eventually` for synchronous tests and fixtures: blocks this thread while polling."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            value = check()
+        except ignore as error:
+            last = error
+        else:
+            if value:
+                return value
+            last = value
+        if time.monotonic() >= deadline:
+            raise _timed_out(timeout, what, check, last)
+        time.sleep(every)  # the poll interval, not a wait for something to happen
+
+
+# -- network -------------------------------------------------------------------------
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that nobody listens on now, as the kernel picks one (bind to port 0).
+
+    Only for programs that must be told a port up front (Prometheus, the chart's env): one
+    that can bind port 0 itself and report it should, as the supervisor does."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class HTTPAnswer(NamedTuple):
+    status: int
+    content_type: str
+    text: str
+
+
+def http_get(url: str, *, method: str = "GET", timeout: float = 5.0) -> HTTPAnswer:
+    """One HTTP request (GET unless told otherwise); any status is an answer, not an exception
+    (4xx/5xx bodies say what was wrong). Connection errors raise OSError."""
+    request = urllib.request.Request(url, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            body: bytes = response.read()
+            return HTTPAnswer(
+                response.status, response.headers["Content-Type"] or "", body.decode()
+            )
+    except urllib.error.HTTPError as error:
+        with error:
+            return HTTPAnswer(
+                error.code, error.headers["Content-Type"] or "", error.read().decode()
+            )
 
 
 def sample(metrics_text: str, name: str, **labels: str) -> float | None:
-    """The value of one sample in Prometheus text format, or None if absent."""
-    for line in metrics_text.splitlines():
-        if line.startswith("#"):
-            continue
-        match = re.match(r"^([a-zA-Z_:][\w:]*)(\{.*\})? (\S+)$", line)
-        if not match or match[1] != name:
-            continue
-        found = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match[2] or ""))
-        if found == labels:
-            return float(match[3])
+    """The value of the sample `name` with exactly these labels in Prometheus text format
+    (parsed by prometheus_client's own parser), or None if there is none."""
+    for family in text_string_to_metric_families(metrics_text):
+        for found in family.samples:
+            if found.name == name and found.labels == labels:
+                return float(found.value)
     return None
+
+
+# -- files ---------------------------------------------------------------------------
 
 
 def write_config(path: Path, devices: Sequence[tuple[str, str, str]], domain: str = "") -> None:
@@ -139,10 +255,3 @@ def sockets_in(directory: Path) -> set[str]:
             if stat.S_ISSOCK(e.stat(follow_symlinks=False).st_mode)
         }  # fmt: skip
     return set()
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait until `check()` holds (polling, for state only visible over HTTP)."""
-    async with asyncio.timeout(timeout):
-        while not check():
-            await asyncio.sleep(0.05)

@@ -7,7 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from supervisor import __version__
 from supervisor.cli import main
+from tests.support import wait_until
 
 
 def invoke(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
@@ -142,6 +143,19 @@ def test_demo_runs_end_to_end() -> None:
     assert "metrics: http://127.0.0.1:" in out
 
 
+FOUR = ["ska-sdp.org/doohickey-a100", "ska-sdp.org/gizmo-mk2", "ska-sdp.org/snaffler-v1",
+        "ska-sdp.org/snaffler-v2"]  # fmt: skip
+GIZMO_ALLOCATED = "env WIDGET_GIZMO_MK2_VISIBLE_DEVICES=/dev/gizmo0,/dev/gizmo1"
+
+
+def connected_in_last_table(output: str) -> list[str]:
+    """The resources the stand-in's newest table shows connected."""
+    if "RESOURCE" not in output:
+        return []
+    rows = output.rsplit("RESOURCE", 1)[1].split("\n\n", 1)[0].splitlines()[1:]
+    return sorted(row.split()[0] for row in rows if row.split()[4:5] == ["connected"])
+
+
 @pytest.mark.slow
 def test_kubelet_stand_in_command_serves_a_real_supervisor(tmp_path: Path, examples: Path) -> None:
     """The README's two-terminal walk-through, as two real processes."""
@@ -153,31 +167,49 @@ def test_kubelet_stand_in_command_serves_a_real_supervisor(tmp_path: Path, examp
          "--allocate", "ska-sdp.org/gizmo-mk2=2"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
+    stream = kubelet.stdout
+    assert stream is not None
+    lines: list[str] = []  # the stand-in's output so far, read as it comes
+    reader = threading.Thread(target=lambda: lines.extend(iter(stream.readline, "")))
+    reader.start()
     supervisor = None
     try:
-        deadline = time.monotonic() + 20
-        while not (plugin_dir / "kubelet.sock").exists():
-            assert time.monotonic() < deadline, "the stand-in never served kubelet.sock"
-            time.sleep(0.05)
+        wait_until((plugin_dir / "kubelet.sock").exists, timeout=20, what="kubelet.sock served")
         supervisor = subprocess.Popen(
             [sys.executable, "-m", "supervisor", "run", "--config", str(examples / "multi.yml"),
              "--plugin-dir", str(plugin_dir), "--metrics-address", "127.0.0.1:0"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        while len(list(plugin_dir.glob("widget-*.sock"))) < 4:
-            assert time.monotonic() < deadline, "the supervisor never served its four sockets"
-            time.sleep(0.05)
-        time.sleep(1.5)  # registration, ListAndWatch and the allocation follow at once
+        # Registration, ListAndWatch and the allocation follow at once: the stand-in prints
+        # the allocation and a table with all four resources connected.
+        wait_until(
+            lambda: (
+                GIZMO_ALLOCATED in "".join(lines)
+                and connected_in_last_table("".join(lines)) == FOUR
+            ),
+            timeout=20,
+            what=lambda: f"the allocation and four connected resources; output:\n{''.join(lines)}",
+        )
     finally:
-        if supervisor is not None:
-            supervisor.send_signal(signal.SIGTERM)
-            assert supervisor.wait(timeout=10) == 0
-        kubelet.send_signal(signal.SIGINT)
-        output, _ = kubelet.communicate(timeout=10)
-        shutil.rmtree(plugin_dir.parent, ignore_errors=True)
+        try:
+            if supervisor is not None:
+                supervisor.send_signal(signal.SIGTERM)
+                assert supervisor.wait(timeout=10) == 0
+        finally:
+            # Always stop the stand-in: its end closes the pipe, which ends the reader.
+            kubelet.send_signal(signal.SIGINT)
+            try:
+                kubelet.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                kubelet.kill()
+                kubelet.wait()
+            reader.join()
+            stream.close()
+            shutil.rmtree(plugin_dir.parent, ignore_errors=True)
+    output = "".join(lines)
     assert kubelet.returncode == 0, output
     assert "allocated from ska-sdp.org/gizmo-mk2:" in output
-    assert "env WIDGET_GIZMO_MK2_VISIBLE_DEVICES=/dev/gizmo0,/dev/gizmo1" in output
+    assert GIZMO_ALLOCATED in output
     final_table = output.rsplit("RESOURCE", 1)[1]
     assert "ska-sdp.org/snaffler-v1" in final_table
     assert "Traceback" not in output

@@ -233,7 +233,7 @@ def test_strict_perms_follows_symlinks_like_a_configmap(tmp_path: Path) -> None:
         load_config(link)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the file to another user")
+@pytest.mark.root  # gives the file to another user
 def test_strict_perms_refuses_a_file_owned_by_someone_else(tmp_path: Path) -> None:
     path = tmp_path / "c.yml"
     path.write_bytes(SEED)

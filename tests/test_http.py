@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator
 
 import pytest
 
 from supervisor.http import AddressError, MetricsServer, parse_address
 from supervisor.metrics import Metrics, SupervisorState
+from tests.support import HTTPAnswer, http_get
 
 
 @pytest.fixture
@@ -22,16 +21,8 @@ async def base_url() -> AsyncIterator[str]:
     await server.stop()
 
 
-async def fetch(url: str, method: str = "GET") -> tuple[int, str, str]:
-    def call() -> tuple[int, str, str]:
-        request = urllib.request.Request(url, method=method)
-        try:
-            with urllib.request.urlopen(request, timeout=5) as response:
-                return response.status, response.headers["Content-Type"], response.read().decode()
-        except urllib.error.HTTPError as error:
-            return error.code, error.headers["Content-Type"], error.read().decode()
-
-    return await asyncio.to_thread(call)
+async def fetch(url: str, method: str = "GET") -> HTTPAnswer:
+    return await asyncio.to_thread(http_get, url, method=method)
 
 
 async def test_metrics_and_health(base_url: str) -> None:

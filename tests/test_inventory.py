@@ -8,6 +8,7 @@ import pytest
 
 from plugin_worker.api import Device, ResourceSpec
 from plugin_worker.inventory import AllocationError, Inventory, UnknownDeviceError, is_device_node
+from tests.support import eventually
 
 
 def make(*devices: tuple[str, str]) -> Inventory:
@@ -87,9 +88,9 @@ async def test_watchers_see_every_change_and_end_on_close() -> None:
             seen.append([d.id for d in devices])
 
     task = asyncio.create_task(watch())
-    await asyncio.sleep(0)
+    await eventually(lambda: seen == [["a"]], what="the first list")
     assert inventory.replace(ResourceSpec(inventory.spec.name, (Device("b", "/dev/b"),), "W"))
-    await asyncio.sleep(0)
+    await eventually(lambda: seen == [["a"], ["b"]], what="the replaced list")
     assert not inventory.replace(ResourceSpec(inventory.spec.name, (Device("b", "/dev/b"),), "W"))
     inventory.close()
     await asyncio.wait_for(task, 1)

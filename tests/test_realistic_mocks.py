@@ -43,7 +43,11 @@ async def test_devices_in_use_per_pod(
     supervisor = await start(config, plugin_dir, "--pod-resources-interval", "30")
     try:
         await kubelet.wait_registered([SNAFFLER])
-        assert sample(supervisor.metrics(), "widget_devices_in_use", resource=SNAFFLER) == 0
+        # None in use, once the first poll (at start, racing the registration) has answered.
+        await eventually(
+            lambda: sample(supervisor.metrics(), "widget_devices_in_use", resource=SNAFFLER) == 0,
+            what="widget_devices_in_use 0 after the first pod-resources poll",
+        )
         await kubelet.allocate(SNAFFLER, device_ids=["snaffler-v1-w0"], pod="train", container="c1")
         await kubelet.allocate(SNAFFLER, device_ids=["snaffler-v1-w2"], pod="infer", namespace="ml")
         # Refreshed right after Allocate, long before the 30 s poll.

@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from kubelet_standin import KubeletStandIn
-from tests.support import SupervisorProcess, sample, sockets_in, write_config
+from tests.support import SupervisorProcess, http_get, sample, sockets_in, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -291,12 +291,12 @@ async def test_sighup_reloads(seed_config: Path, plugin_dir: Path, kubelet: Kube
 
 
 async def test_healthz(seed_config: Path, plugin_dir: Path, kubelet: KubeletStandIn) -> None:
-    from tests.support import http_get
-
     supervisor = await SupervisorProcess(seed_config, plugin_dir).start()
     try:
         await kubelet.wait_registered([V1, V2])
-        assert http_get(supervisor.metrics_url + "/healthz").startswith("ok: 2 resources served")
+        answer = http_get(supervisor.metrics_url + "/healthz")
+        assert answer.status == 200, answer
+        assert answer.text.startswith("ok: 2 resources served")
     finally:
         await supervisor.stop()
 

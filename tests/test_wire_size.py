@@ -60,6 +60,7 @@ def test_the_bound_is_never_below_the_size() -> None:
     assert [varint_size(v) for v in (0, 127, 128, 2**14, -1)] == [1, 1, 2, 3, 10]
 
 
+@pytest.mark.slow  # about 4 s: 200,000 device IDs built twice
 def test_validate_refuses_a_list_kubelet_would_never_receive(tmp_path: Path) -> None:
     """2,000 devices x 100 replicas: 200,000 device IDs, about 9 MB."""
     config = tmp_path / "big.yml"

@@ -1,8 +1,8 @@
 """Every PromQL expression the deployment ships, as plain strings ready for Prometheus' API.
 
 Owns: reading the Grafana dashboard's panel and variable queries (with Grafana's variables
-substituted) and the alert rules' expressions, and the list of metric names the supervisor
-exports. The static tests check these expressions; a live test can send each one to
+substituted) and the alert rules' expressions, and the metric names the supervisor exports
+(read from its real registry). The static tests check these expressions; a live test can send each one to
 `/api/v1/query` of a Prometheus that scrapes a running supervisor.
 """
 
@@ -17,26 +17,38 @@ from typing import Any
 import yaml
 from chart_render import ALERTS_FILE, DASHBOARD_FILE
 
-# The supervisor's metrics (supervisor/metrics.py); dashboards and alerts may use only these.
-KNOWN_METRICS = frozenset(
-    {
-        "widget_devices",
-        "widget_devices_in_use",
-        "widget_device_allocation",
-        "widget_pod_resources_up",
-        "widget_plugin_registered",
-        "widget_allocations_total",
-        "widget_allocated_devices_total",
-        "widget_allocation_errors_total",
-        "widget_allocate_duration_seconds_bucket",
-        "widget_allocate_duration_seconds_sum",
-        "widget_allocate_duration_seconds_count",
-        "widget_registrations_total",
-        "widget_config_reloads_total",
-        "widget_config_last_reload_successful",
-        "widget_build_info",
-    }
-)
+from supervisor.metrics import Metrics, SupervisorState
+
+# The series names each metric type puts on a scrape (prometheus_client's text format). A
+# counter's `_created` series is left out on purpose: it is a timestamp, not for dashboards.
+SERIES_SUFFIXES = {
+    "counter": ("_total",),
+    "gauge": ("",),
+    "histogram": ("_bucket", "_sum", "_count"),
+    "summary": ("", "_sum", "_count"),
+    "info": ("_info",),
+    "stateset": ("",),
+}
+
+
+def exported_metric_names() -> frozenset[str]:
+    """Every series name the supervisor exports, from its real registry (supervisor.metrics).
+
+    A registry is built with a state in which every scrape-time family appears (the
+    pod-resources API up), and each family's type says which series it puts on a scrape,
+    so labelled metrics count before any label set exists."""
+    state = SupervisorState(resources=(), config_ok=True, pod_resources_up=True)
+    metrics = Metrics(lambda: state)
+    names: set[str] = set()
+    for family in metrics.registry.collect():
+        if family.type not in SERIES_SUFFIXES:
+            raise ValueError(f"{family.name}: metric type {family.type!r}: add its series")
+        names.update(family.name + suffix for suffix in SERIES_SUFFIXES[family.type])
+    return frozenset(names)
+
+
+# Dashboards and alerts may use only these.
+KNOWN_METRICS = exported_metric_names()
 
 PROMQL_KEYWORDS = frozenset(
     {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless"}

@@ -12,32 +12,20 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
 from chart_render import REPO_ROOT, VALUES_DIR, one, render
 
 from kubelet_standin import KubeletStandIn
+from tests.support import eventually, free_port, http_get
 
 SNAFFLER = "ska-sdp.org/snaffler-v1"
 GIZMO = "ska-sdp.org/gizmo-mk2"
 CHART_CONFIG_DIR = "/etc/widget-plugin"
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def http_get(url: str) -> tuple[int, str]:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return int(response.status), response.read().decode()
 
 
 class ConfigMapDir:
@@ -105,18 +93,21 @@ Process = asyncio.subprocess.Process
 
 
 async def poll_http(url: str, process: Process, until: str, timeout: float = 15.0) -> str:
-    """GET `url` every 0.1 s until it answers 200 with `until` in the body."""
-    body = ""
-    for _ in range(int(timeout * 10)):
+    """GET `url` until it answers 200 with `until` in the body; fails at once if the
+    supervisor exits."""
+
+    bodies = [""]
+
+    def answered() -> str:
         assert process.returncode is None, "the supervisor exited"
-        try:
-            status, body = await asyncio.to_thread(http_get, url)
-        except OSError:
-            status = 0
-        if status == 200 and until in body:
-            return body
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{url} never answered with {until!r}; last body:\n{body}")
+        answer = http_get(url)
+        bodies.append(answer.text)
+        return answer.text if answer.status == 200 and until in answer.text else ""
+
+    return await eventually(
+        answered, timeout=timeout, every=0.1, ignore=(OSError,), thread=True,
+        what=lambda: f"{url} answering 200 with {until!r}; last body:\n{bodies[-1]}",
+    )  # fmt: skip
 
 
 async def test_chart_container_serves_probes_metrics_and_reloads_live(

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from promql_queries import (
     KNOWN_METRICS,
     Query,
@@ -20,6 +22,10 @@ from promql_queries import (
     metric_names,
     variable_queries,
 )
+
+from plugin_worker.api import Device
+from supervisor.metrics import Metrics, ResourceState, SupervisorState
+from supervisor.podresources import Holder
 
 # Metrics per node (no `resource` label): the Resource variable cannot filter them.
 PER_NODE_METRICS = {
@@ -170,6 +176,28 @@ def test_unknown_metrics_are_caught() -> None:
     assert metric_names("widget_devices / on(node) group_left up") == {"widget_devices", "up"}
     assert metric_names("count(x == 0) or vector(0)") == {"x"}
     assert metric_names("a unless b offset 10m > 1e3") == {"a", "b"}
+
+
+def test_known_metrics_are_what_a_busy_supervisor_exports() -> None:
+    """KNOWN_METRICS comes from metric types; a scrape of a registry that has seen every event
+    (a resource, an allocation, a refusal, a registration, a reload, a holder) shows exactly
+    those series, `_created` timestamps aside."""
+    holder = Holder("ska-sdp.org/snaffler-v1", "snaffler-v1-a", "default", "pod", "main")
+    resource = ResourceState("ska-sdp.org/snaffler-v1", (Device("snaffler-v1-a", "/dev/a"),), True)
+    state = SupervisorState((resource,), config_ok=True, pod_resources_up=True, holders=(holder,))
+    metrics = Metrics(lambda: state)
+    metrics.resource_added(resource.name)
+    metrics.allocated(resource.name, containers=1, devices=1, seconds=0.001)
+    metrics.allocation_failed(resource.name, reason="unknown_device", seconds=0.001)
+    metrics.registration_changed(resource.name, registered=True)
+    metrics.reloaded(ok=True)
+    scraped = {
+        found.name
+        for family in text_string_to_metric_families(generate_latest(metrics.registry).decode())
+        for found in family.samples
+    }
+    assert {n for n in scraped if not n.endswith("_created")} == KNOWN_METRICS
+    assert {"widget_allocate_duration_seconds_bucket", "widget_allocations_total"} <= KNOWN_METRICS
 
 
 def test_grafana_variables_are_substituted() -> None:

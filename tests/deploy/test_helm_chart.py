@@ -36,7 +36,6 @@ VALUES_CASES = [pytest.param((), id="defaults")] + [
     pytest.param((path,), id=path.stem) for path in values_files()
 ]
 CONFIG_MOUNT = "/etc/widget-plugin"
-CORE_CLI = REPO_ROOT / "supervisor" / "cli.py"
 EXAMPLES = REPO_ROOT / "config" / "examples"
 VALIDATE = [sys.executable, "-m", "supervisor", "validate"]
 
@@ -458,8 +457,7 @@ def test_node_names_select_each_entry() -> None:
     assert node_names(config) == ["gpu-1", "rack1-n1", "exact", "no-such-node-0"]
 
 
-@pytest.mark.skipif(not CORE_CLI.exists(), reason="the core's CLI (supervisor/cli.py) not there")
-@pytest.mark.parametrize("values", [v for v in VALUES_CASES if "existing" not in v.id])
+@pytest.mark.parametrize("values", [v for v in VALUES_CASES if "existing" not in str(v.id)])
 def test_rendered_config_passes_the_supervisors_validate(
     helm: str, values: tuple[Path, ...], tmp_path: Path
 ) -> None:

@@ -17,12 +17,9 @@ import math
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,7 +31,7 @@ import pytest
 from promql_queries import Query, all_queries, dashboard_queries
 
 from kubelet_standin import KubeletStandIn
-from tests.support import SupervisorProcess, sample, write_config
+from tests.support import SupervisorProcess, eventually, free_port, http_get, sample, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -94,39 +91,16 @@ ALERTS_FIRING = {
 # -- processes -----------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+# Prometheus answers while it starts and between scrapes: a refused connection or a
+# half-written JSON answer means "not yet" to `eventually`; the HTTP calls run in a thread.
+NOT_YET = (OSError, ValueError)
 
 
 def api_get(base: str, path: str, **params: str) -> dict[str, Any]:
     """GET a Prometheus API path; its JSON body, also for 4xx/5xx answers (they carry `error`)."""
     url = f"{base}{path}?{urllib.parse.urlencode(params)}" if params else base + path
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            body: bytes = response.read()
-    except urllib.error.HTTPError as error:
-        body = error.read()
-    payload: dict[str, Any] = json.loads(body)
+    payload: dict[str, Any] = json.loads(http_get(url).text)
     return payload
-
-
-async def eventually(
-    check: Callable[[], Any], *, what: str, timeout: float = 15.0, every: float = 0.2
-) -> Any:
-    """Poll `check` (run in a thread) until it returns something truthy; fail after `timeout`."""
-    last: Any = None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            last = await asyncio.to_thread(check)
-        except (OSError, ValueError) as error:  # not listening yet, half-written answer
-            last = error
-        if last and not isinstance(last, Exception):
-            return last
-        await asyncio.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
 
 @dataclass
@@ -250,13 +224,15 @@ async def prometheus(
         def ready() -> bool:
             if server.process.poll() is not None:
                 raise AssertionError(f"prometheus exited:\n{server.output()}")
-            with urllib.request.urlopen(server.url + "/-/ready", timeout=2) as response:
-                return bool(response.status == 200)
+            return http_get(server.url + "/-/ready", timeout=2).status == 200
 
-        await eventually(ready, what="prometheus /-/ready")
+        await eventually(ready, what="prometheus /-/ready", every=0.2, ignore=NOT_YET, thread=True)
         # A first scrape before anything happens: counters that start at 0 (reload failures,
         # allocations) are then seen to rise, as they are in a long-running deployment.
-        await eventually(lambda: server.target().get("health") == "up", what="first scrape")
+        await eventually(
+            lambda: server.target().get("health") == "up",
+            what="first scrape", every=0.2, ignore=NOT_YET, thread=True,
+        )  # fmt: skip
         yield server
     finally:
         stop_prometheus(server)
@@ -285,8 +261,9 @@ async def wait_for_scrapes(prometheus: Prometheus, *, after: float, count: int =
         return len(seen) >= count
 
     await eventually(
-        scraped, what=f"{count} scrapes", timeout=count * SCRAPE_INTERVAL + 10, every=0.1
-    )
+        scraped, what=f"{count} scrapes", timeout=count * SCRAPE_INTERVAL + 10, every=0.1,
+        ignore=NOT_YET, thread=True,
+    )  # fmt: skip
 
 
 async def drive(
@@ -331,7 +308,10 @@ async def drive(
             text, "widget_devices_in_use", resource=V1
         ) == sum(n for (r, *_), n in HOLDERS.items() if r == V1)
 
-    await eventually(holders_reported, what="the holders in the supervisor's metrics")
+    await eventually(
+        holders_reported, what="the holders in the supervisor's metrics", every=0.2,
+        ignore=NOT_YET, thread=True,
+    )  # fmt: skip
 
 
 # -- checks --------------------------------------------------------------------------

@@ -1,12 +1,11 @@
-"""Fixtures and probes for the fault suite: configs, process resources, waiting on conditions."""
+"""Fixtures and probes for the fault suite: configs and what a process holds (waiting on a
+condition is `tests.support.eventually`)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,16 +60,6 @@ class Resources:
             with contextlib.suppress(FileNotFoundError):
                 sockets += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
         return cls(len(fds), len(os.listdir(f"/proc/{pid}/task")), sockets)
-
-
-async def eventually(check: Callable[[], bool], *, timeout: float = 15.0, what: str = "") -> None:
-    """Wait (polling gently) until `check()` holds; fail naming `what` otherwise."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        if loop.time() > deadline:
-            raise AssertionError(f"not true within {timeout} s: {what or check}")
-        await asyncio.sleep(0.05)
 
 
 def copy_example(examples: Path, name: str, target: Path) -> Path:

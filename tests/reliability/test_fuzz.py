@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -24,7 +24,7 @@ from plugin_worker.api import socket_name_for
 from supervisor.config import MAX_CONFIG_BYTES, Config, parse_config
 from supervisor.errors import ConfigError
 from tests.reliability.conftest import STAY, V1, Resources
-from tests.support import write_config
+from tests.support import wait_until, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -186,11 +186,12 @@ def served(
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     path = plugin_dir / socket_name_for(V1, str(plugin_dir))
-    deadline = time.monotonic() + 20
-    while not path.exists():
-        assert time.monotonic() < deadline, "the supervisor did not serve"
-        assert process.poll() is None
-        time.sleep(0.05)
+
+    def serving() -> bool:
+        assert process.poll() is None, "the supervisor exited"
+        return path.exists()
+
+    wait_until(serving, timeout=20, what=f"the supervisor serving {path}")
     yield path, process
     process.terminate()
     assert process.wait(timeout=10) == 0
@@ -203,7 +204,7 @@ def served(
 def stub(served: tuple[Path, subprocess.Popen[bytes]]) -> Iterator[pb_grpc.DevicePluginStub]:
     options = [("grpc.max_send_message_length", 64 << 20)]
     with grpc.insecure_channel(f"unix://{served[0]}", options=options) as channel:
-        yield pb_grpc.DevicePluginStub(channel)  # type: ignore[no-untyped-call]
+        yield pb_grpc.DevicePluginStub(channel)
 
 
 def _allocate(ids: list[str]) -> pb.AllocateRequest:
@@ -257,8 +258,8 @@ def test_allocate_requests(
     else:
         with pytest.raises(grpc.RpcError) as refused:
             stub.Allocate(request_, timeout=30)
-        assert refused.value.code() == expected  # type: ignore[attr-defined]
-        assert len(refused.value.details() or "") < 2000  # type: ignore[attr-defined]
+        assert refused.value.code() == expected
+        assert len(refused.value.details() or "") < 2000
     _still_serves(stub, served[1])
 
 
@@ -284,14 +285,15 @@ def test_fuzzed_requests_get_an_answer_or_a_clean_error(
         pb.ContainerPreferredAllocationRequest(
             available_deviceIDs=available, must_include_deviceIDs=must, allocation_size=size)
     ])  # fmt: skip
-    for call, message in (
-        (stub.GetPreferredAllocation, preferred),
-        (stub.Allocate, _allocate(ids)),
-    ):
+
+    def answered_or_clean(call: Callable[[], object]) -> None:
         try:
-            call(message, timeout=10)
+            call()
         except grpc.RpcError as error:
-            assert error.code() in CLEAN, error  # type: ignore[attr-defined]  # noqa: PT017
+            assert error.code() in CLEAN, error  # noqa: PT017
+
+    answered_or_clean(lambda: stub.GetPreferredAllocation(preferred, timeout=10))
+    answered_or_clean(lambda: stub.Allocate(_allocate(ids), timeout=10))
     assert served[1].poll() is None
 
 
@@ -320,8 +322,10 @@ def test_garbage_on_the_socket_then_it_still_serves(
     _still_serves(stub, process)
     for raw in idle:
         raw.close()
-    deadline = time.monotonic() + 20
-    while Resources.of(process.pid).fds > before.fds:
-        assert time.monotonic() < deadline, f"fds leaked: {before} -> {Resources.of(process.pid)}"
-        time.sleep(0.1)
+    wait_until(
+        lambda: Resources.of(process.pid).fds <= before.fds,
+        timeout=20,
+        every=0.1,
+        what=lambda: f"fds leaked: {before} -> {Resources.of(process.pid)}",
+    )
     _still_serves(stub, process)

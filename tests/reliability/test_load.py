@@ -18,8 +18,8 @@ from kubelet_standin import KubeletStandIn
 from kubelet_standin.kubelet import PluginEndpoint
 from plugin_worker._proto import deviceplugin_pb2 as pb
 from plugin_worker.api import KUBELET_SOCKET, socket_name_for
-from tests.reliability.conftest import STAY, V1, V2, Resources, eventually, replace_config
-from tests.support import SupervisorProcess, sample, sockets_in
+from tests.reliability.conftest import STAY, V1, V2, Resources, replace_config
+from tests.support import SupervisorProcess, eventually, sample, sockets_in
 
 pytestmark = pytest.mark.slow
 
@@ -37,6 +37,11 @@ class Calls:
     excused: list[tuple[float, str]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     failed_at: list[float] = field(default_factory=list)
+    pending: dict[int, tuple[str, float]] = field(default_factory=dict)
+    """Allocate calls sent and not answered yet: token -> (resource, sent)."""
+    answered: list[tuple[str, float, float, str]] = field(default_factory=list)
+    """Every call: (resource, sent, answered, "OK" or what failed), monotonic seconds."""
+    sent: int = 0
 
 
 async def _caller(
@@ -49,13 +54,18 @@ async def _caller(
     while not stop.is_set():
         plugin: PluginEndpoint | None = kubelet.plugins.get(resource)
         if plugin is None or not plugin.connected:
-            await asyncio.sleep(0.01)  # kubelet admits no pod for an unregistered resource
+            # Kubelet admits no pod for an unregistered resource: pace the retry (the
+            # load generator's own rhythm, not a wait for a condition).
+            await asyncio.sleep(0.01)
             continue
+        calls.sent += 1
+        token, sent, outcome = calls.sent, time.monotonic(), "OK"
+        calls.pending[token] = (resource, sent)
         try:
             await plugin.stub.Allocate(request, timeout=10)
             calls.ok[resource] += 1
         except grpc.aio.AioRpcError as error:
-            what = f"{resource}: {error.code().name}: {error.details()}"
+            what = outcome = f"{resource}: {error.code().name}: {error.details()}"
             # Excused only inside this resource's own re-registration window: kubelet
             # dropped the connection that this call was using (restart or re-register).
             replaced = kubelet.plugins.get(resource) is not plugin or not plugin.connected
@@ -68,14 +78,21 @@ async def _caller(
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
+                outcome = "caller cancelled by the test"
                 raise  # the test is cancelling this caller
             # grpc.aio cancels calls on a channel that kubelet closed.
             replaced = kubelet.plugins.get(resource) is not plugin or not plugin.connected
-            what = f"{resource}: cancelled locally"
+            what = outcome = f"{resource}: cancelled locally"
             if replaced:
                 calls.excused.append((time.monotonic(), what))
             else:
                 calls.failures.append(what)
+                calls.failed_at.append(time.monotonic())
+        finally:
+            del calls.pending[token]
+            calls.answered.append((resource, sent, time.monotonic(), outcome))
+        # Paces the load generator: 32 callers looping flat out would starve the event
+        # loop that also runs the stand-in. Not a wait for any condition.
         await asyncio.sleep(0.002)
 
 
@@ -94,6 +111,22 @@ async def _quiet(supervisor: SupervisorProcess, kubelet: KubeletStandIn, names: 
     await eventually(
         lambda: {n for n, p in kubelet.plugins.items() if p.connected} == names,
         what=f"exactly {sorted(names)} connected",
+    )
+
+
+async def _settled(pid: int) -> Resources:
+    """What the process holds once it stops changing: after a kubelet restart and reload,
+    gRPC threads and old connections come and go for a moment. Steady = the same for 5
+    probes in a row, 0.1 s apart."""
+    probes: list[Resources] = []
+
+    def steady() -> Resources | None:
+        probes.append(Resources.of(pid))
+        recent = probes[-5:]
+        return recent[0] if len(recent) == 5 and len(set(recent)) == 1 else None
+
+    return await eventually(
+        steady, every=0.1, what=lambda: f"fds/threads/sockets steady: {probes[-5:]}"
     )
 
 
@@ -124,8 +157,7 @@ async def test_allocate_under_restarts_reloads_and_sighup_without_leaks(  # noqa
         replace_config(config, STAY)
         await _quiet(supervisor, kubelet, {V1, V2})
         await kubelet.allocate(V1, device_ids=[STABLE_IDS[V1]])
-        await asyncio.sleep(0.5)
-        before = Resources.of(pid)
+        before = await _settled(pid)
         tasks_before = await _tasks(supervisor)
 
         callers = [
@@ -146,7 +178,11 @@ async def test_allocate_under_restarts_reloads_and_sighup_without_leaks(  # noqa
                 wanted = _config_for(step)
                 await _quiet(supervisor, kubelet, _names(wanted))
                 v2_count = sum(d[1] == "v2" for d in wanted)
-                await kubelet.wait_for(lambda k, n=v2_count: len(k.plugins[V2].devices) == n)
+
+                def v2_listed(k: KubeletStandIn, n: int = v2_count) -> bool:
+                    return len(k.plugins[V2].devices) == n
+
+                await kubelet.wait_for(v2_listed)
             assert min(calls.ok.values()) > restart, (calls.ok, calls.failures[:3])
         stop.set()
         await asyncio.gather(*callers)
@@ -180,7 +216,9 @@ async def test_allocate_under_restarts_reloads_and_sighup_without_leaks(  # noqa
         metrics = supervisor.metrics()
         assert sample(metrics, "widget_plugin_registered", resource=V1) == 1
         assert sample(metrics, "widget_plugin_registered", resource=V2) == 1
-        assert sample(metrics, "widget_registrations_total", resource=V1) >= KUBELET_RESTARTS + 2
+        registrations = sample(metrics, "widget_registrations_total", resource=V1)
+        assert registrations is not None
+        assert registrations >= KUBELET_RESTARTS + 2
         assert (sample(metrics, "widget_config_reloads_total", result="success") or 0) >= RELOADS
         assert sample(metrics, "widget_config_reloads_total", result="failure") == 0
         assert sample(
@@ -203,7 +241,7 @@ async def test_allocate_under_restarts_reloads_and_sighup_without_leaks(  # noqa
                 and Resources.of(pid).threads <= before.threads + 2
             ),
             timeout=20,
-            what=f"fds/sockets/threads back to {before}, now {Resources.of(pid)}",
+            what=lambda: f"fds/sockets/threads back to {before}, now {Resources.of(pid)}",
         )
         # No leaked asyncio tasks: the process lists its own on SIGUSR1.
         tasks = await _tasks(supervisor)
@@ -219,32 +257,68 @@ async def test_allocate_under_restarts_reloads_and_sighup_without_leaks(  # noqa
         assert await supervisor.stop() == 0
 
 
+# In the SIGTERM test V1's Allocate takes this long (allocate.delay), so that calls are
+# surely inside the handler when the signal arrives; V2 answers at once, at full rate.
+IN_HANDLER = 0.5
+
+
 async def test_sigterm_under_load_finishes_in_flight_and_exits_0_within_5s(
     config: Path, plugin_dir: Path, kubelet: KubeletStandIn
 ) -> None:
+    with config.open("a") as handle:
+        handle.write(
+            f"resources:\n- {{type: snaffler, model: v1, allocate: {{delay: {IN_HANDLER}s}}}}\n"
+        )
     supervisor = await SupervisorProcess(config, plugin_dir, "--log-level", "info").start()
     calls, stop = Calls(), asyncio.Event()
     callers = [
-        asyncio.create_task(_caller(kubelet, (V1, V2)[i % 2], calls, stop)) for i in range(CALLERS)
+        asyncio.create_task(_caller(kubelet, (V1, V2)[i % 2], calls, stop), name=f"caller{i}")
+        for i in range(CALLERS)
     ]
+
+    def in_handler(now: float) -> list[int]:
+        """V1 calls sent over 0.1 s ago and not answered: the server is running them (an
+        Allocate without the delay takes about a millisecond here)."""
+        return [t for t, (r, sent) in calls.pending.items() if r == V1 and sent < now - 0.1]
+
     try:
         await _quiet(supervisor, kubelet, {V1, V2})
-        await eventually(lambda: min(calls.ok.values()) > 50, what="load running")
+        await eventually(lambda: calls.ok[V2] > 500 and calls.ok[V1] > 20, what="load running")
+        # Real concurrent load at the signal: a quarter of the callers are inside V1's
+        # handler, and V2's callers are going flat out. Nothing is awaited from the check
+        # to the signal.
+        await eventually(
+            lambda: len(in_handler(time.monotonic())) >= CALLERS // 4,
+            what="Allocates inside the handler",
+        )
         signalled = time.monotonic()
+        running = set(in_handler(signalled))
         supervisor.signal(signal.SIGTERM)
         assert await supervisor.wait(timeout=5) == 0
         assert time.monotonic() - signalled < 5
+        # Every socket of ours is gone (the public names and the private bind names).
+        assert sockets_in(plugin_dir) == {KUBELET_SOCKET}
         stop.set()
         await asyncio.gather(*callers)
-        # Streams closed, sockets ours removed, and no Allocate failed with anything but
-        # "the server went away" (in-flight ones finished: no CANCELLED or INTERNAL).
         await kubelet.wait_for(lambda k: not any(p.connected for p in k.plugins.values()))
-        assert sockets_in(plugin_dir) == {KUBELET_SOCKET}
-        # Calls arriving once the server is shutting down are refused by gRPC (kubelet
-        # retries admission); none failed before the signal.
+
+        # No Allocate failed before the signal, excused or not.
+        before = [what for _, _, done, what in calls.answered if done < signalled and what != "OK"]
+        assert before == [], before[:10]
+        assert all(moment >= signalled for moment in calls.failed_at)
+        assert all(moment >= signalled for moment, _ in calls.excused)
+        # The calls being served at the signal finished: every one answered OK.
+        finished = [
+            what for r, sent, done, what in calls.answered
+            if r == V1 and sent < signalled - 0.1 and done >= signalled
+        ]  # fmt: skip
+        assert len(finished) >= len(running) >= CALLERS // 4
+        assert set(finished) == {"OK"}, finished
+        # Calls arriving once the server is shutting down are refused by gRPC (UNAVAILABLE,
+        # or CANCELLED for one it had received but not started; kubelet retries admission);
+        # nothing failed in any other way.
         odd = [f for f in calls.failures if "UNAVAILABLE" not in f and "CANCELLED" not in f]
         assert odd == [], odd[:10]
-        assert all(moment >= signalled for moment in calls.failed_at)
         assert "Traceback" not in supervisor.output
         await supervisor.wait_for_log("stopped$")
     finally:
