@@ -55,6 +55,8 @@ class PluginEndpoint:
     allocated: set[str] = field(default_factory=set)
     watch: asyncio.Task[None] | None = None
     connected: bool = True
+    streaming: bool = False
+    """True while this registration's ListAndWatch stream is open."""
 
     @property
     def healthy(self) -> list[str]:
@@ -79,6 +81,9 @@ class KubeletStandIn(pb_grpc.RegistrationServicer):
         """(namespace, pod, container) -> resource -> device IDs, as pod-resources reports."""
         self.plugins: dict[str, PluginEndpoint] = {}
         self.registrations: list[tuple[float, str]] = []
+        self.superseded: list[PluginEndpoint] = []
+        """Registrations replaced by a newer one of their resource while their stream was
+        still open: when such a stream ends, kubelet drops the newer registration."""
         self._server: grpc.aio.Server | None = None
         self._changed = asyncio.Condition()
         self._on_change = on_change
@@ -113,8 +118,9 @@ class KubeletStandIn(pb_grpc.RegistrationServicer):
         if self._server is not None:
             await self._server.stop(0)
             self._server = None
-        for plugin in list(self.plugins.values()):
+        for plugin in [*self.plugins.values(), *self.superseded]:
             await self._disconnect(plugin)
+        self.superseded.clear()
         for path in (self.socket_path, self.pod_resources_socket):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
@@ -137,7 +143,7 @@ class KubeletStandIn(pb_grpc.RegistrationServicer):
 
     async def _disconnect(self, plugin: PluginEndpoint) -> None:
         plugin.connected = False
-        if plugin.watch is not None:
+        if plugin.watch is not None and plugin.watch is not asyncio.current_task():
             plugin.watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await plugin.watch
@@ -168,9 +174,12 @@ class KubeletStandIn(pb_grpc.RegistrationServicer):
             await context.abort(
                 grpc.StatusCode.UNKNOWN, f"failed to dial device plugin {request.endpoint}: {error}"
             )
+        # As kubelet does, a new registration replaces the old one by name without
+        # closing it; the old stream keeps running, and when it ends, kubelet
+        # disconnects whatever is registered under the name then: this one.
         previous = self.plugins.get(resource)
-        if previous is not None:
-            await self._disconnect(previous)
+        if previous is not None and previous.streaming:
+            self.superseded.append(previous)
         self.plugins[resource] = plugin
         self.registrations.append((plugin.registered_at, resource))
         plugin.watch = asyncio.create_task(self._follow(plugin), name=f"standin:{resource}")
@@ -197,6 +206,7 @@ class KubeletStandIn(pb_grpc.RegistrationServicer):
         )
 
     async def _follow(self, plugin: PluginEndpoint) -> None:
+        plugin.streaming = True
         try:
             async for response in plugin.stub.ListAndWatch(pb.Empty()):
                 plugin.devices = {d.ID: d.health for d in response.devices}
@@ -209,7 +219,20 @@ class KubeletStandIn(pb_grpc.RegistrationServicer):
                 await self._notify()
         except grpc.aio.AioRpcError as error:
             logger.info("ListAndWatch of %s ended: %s", plugin.resource, error.code().name)
-        plugin.connected = False
+        finally:
+            plugin.streaming = False
+        # kubelet's runClient: the stream ended, so disconnect the client registered
+        # under this resource name now, even if that is a newer registration.
+        current = self.plugins.get(plugin.resource, plugin)
+        if current is not plugin and current.connected:
+            logger.warning(
+                "an old ListAndWatch stream of %s ended after it registered again: "
+                "kubelet drops the new registration", plugin.resource,
+            )  # fmt: skip
+        for endpoint in {id(plugin): plugin, id(current): current}.values():
+            await self._disconnect(endpoint)
+        if plugin in self.superseded:
+            self.superseded.remove(plugin)
         await self._notify()
 
     # -- observation ---------------------------------------------------------------

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 import stat
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, replace
 
 from plugin_worker import preferred
@@ -77,6 +77,11 @@ class Inventory:
         """When each faulty device's timeline started (devices without a fault need none)."""
         self._changed = asyncio.Event()
         self._closed = False
+        self._generation = 0
+        """Bumped by `end_watches`: a watch ends when the generation it began in is over."""
+        self._watching = 0
+        self._unwatched = asyncio.Event()
+        self._unwatched.set()
         self._timer: asyncio.TimerHandle | None = None
         self._effective = self._evaluate()
 
@@ -110,6 +115,20 @@ class Inventory:
         if self._timer is not None:
             self._timer.cancel()
         self._notify()
+
+    def end_watches(self) -> None:
+        """End the watches open now; later watches run as usual.
+
+        kubelet reads a plugin's options only when it registers, and drops a new
+        registration if the old ListAndWatch stream ends after it: a resource whose
+        options change ends its streams, waits for `watches_ended`, then registers.
+        """
+        self._generation += 1
+        self._notify()
+
+    async def watches_ended(self) -> None:
+        """Return once no watch is open."""
+        await self._unwatched.wait()
 
     def _evaluate(self) -> tuple[Device, ...]:
         """Effective devices now; arms a timer for the next scripted change."""
@@ -154,12 +173,20 @@ class Inventory:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
-    async def watch(self) -> AsyncIterator[tuple[Device, ...]]:
+    async def watch(self) -> AsyncGenerator[tuple[Device, ...], None]:
         """Yield the device list now, then again after every change."""
-        while not self._closed:
-            changed = self._changed
-            yield self._effective
-            await changed.wait()
+        generation = self._generation
+        self._watching += 1
+        self._unwatched.clear()
+        try:
+            while not self._closed and generation == self._generation:
+                changed = self._changed
+                yield self._effective
+                await changed.wait()
+        finally:
+            self._watching -= 1
+            if not self._watching:
+                self._unwatched.set()
 
     def allocate(self, device_ids: Sequence[str]) -> ContainerAllocation:
         """What a container asking for `device_ids` receives."""

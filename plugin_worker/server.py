@@ -7,6 +7,7 @@ Owns request/response mapping and status codes. Owns no sockets and no lifecycle
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -43,6 +44,22 @@ def plugin_options(spec: ResourceSpec) -> pb.DevicePluginOptions:
     )
 
 
+_OPTION_NAMES = {
+    "pre_start_required": "pre-start",
+    "get_preferred_allocation_available": "preferred allocation",
+}
+
+
+def options_change(before: pb.DevicePluginOptions, after: pb.DevicePluginOptions) -> str | None:
+    """How the options kubelet caches changed, in words ("preferred allocation on"), or None."""
+    changed = [
+        f"{words} {'on' if getattr(after, field) else 'off'}"
+        for field, words in _OPTION_NAMES.items()
+        if getattr(before, field) != getattr(after, field)
+    ]
+    return ", ".join(changed) or None
+
+
 def container_response(allocation: ContainerAllocation) -> pb.ContainerAllocateResponse:
     # Only non-empty fields are passed: this runs on every Allocate.
     response = pb.ContainerAllocateResponse(envs=allocation.envs)
@@ -73,7 +90,8 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
     def __init__(self, inventory: Inventory, events: WorkerEvents) -> None:
         self._inventory = inventory
         self._events = events
-        self._random = random.Random(inventory.spec.allocate_faults.seed)
+        self._faults = inventory.spec.allocate_faults
+        self._random = random.Random(self._faults.seed)
         self._message_cache: dict[Device, pb.Device] = {}
 
     def _messages(self, devices: tuple[Device, ...]) -> list[pb.Device]:
@@ -99,10 +117,13 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
         context: grpc.aio.ServicerContext[pb.Empty, pb.ListAndWatchResponse],
     ) -> AsyncIterator[pb.ListAndWatchResponse]:
         logger.info("[%s] kubelet opened ListAndWatch", self._resource)
+        # aclosing: however the stream ends (kubelet gone, cancelled mid-send), the watch
+        # ends with it, so that `Inventory.watches_ended` never waits for a dead stream.
         try:
-            async for devices in self._inventory.watch():
-                logger.debug("[%s] sending %d devices", self._resource, len(devices))
-                yield pb.ListAndWatchResponse(devices=self._messages(devices))
+            async with contextlib.aclosing(self._inventory.watch()) as lists:
+                async for devices in lists:
+                    logger.debug("[%s] sending %d devices", self._resource, len(devices))
+                    yield pb.ListAndWatchResponse(devices=self._messages(devices))
         finally:
             logger.info("[%s] ListAndWatch stream closed", self._resource)
 
@@ -141,6 +162,9 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
 
     async def _admission_faults(self) -> None:
         faults = self._inventory.spec.allocate_faults
+        if faults != self._faults:  # reloaded with other faults: their seed starts anew
+            self._faults = faults
+            self._random = random.Random(faults.seed)
         if faults.delay:
             await asyncio.sleep(faults.delay)
         if faults.failure_rate and self._random.random() < faults.failure_rate:

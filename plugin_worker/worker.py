@@ -26,7 +26,7 @@ from plugin_worker._proto import deviceplugin_pb2 as pb
 from plugin_worker._proto import deviceplugin_pb2_grpc as pb_grpc
 from plugin_worker.api import API_VERSION, KUBELET_SOCKET, Device, ResourceSpec, WorkerEvents
 from plugin_worker.inventory import Inventory
-from plugin_worker.server import DevicePluginService, plugin_options
+from plugin_worker.server import DevicePluginService, options_change, plugin_options
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,8 @@ RETRY_MAX = 5.0
 # Without kubelet.sock there is nothing to retry against: wait for the watcher's
 # poke, with a slow timer only as a safety net should an inotify event be missed.
 WAIT_FOR_KUBELET = 30.0
+# A stream we ended finishes at once unless kubelet stopped reading it (flow control).
+STREAM_END_TIMEOUT = 5.0
 
 
 class WorkerError(RuntimeError):
@@ -112,6 +114,8 @@ class PluginWorker:
         self._socket_inode: tuple[int, int] | None = None
         self._wake = asyncio.Event()
         self._kubelet_restarted = False
+        self._options_change: str | None = None
+        """Set when options kubelet caches changed: register again, streams ended first."""
         self._task: asyncio.Task[None] | None = None
         self._registered = False
 
@@ -140,9 +144,21 @@ class PluginWorker:
     def registered(self) -> bool:
         return self._registered
 
-    def update(self, spec: ResourceSpec) -> bool:
-        """Serve a new device list; open ListAndWatch streams receive it at once."""
-        return self._inventory.replace(spec)
+    def update(self, spec: ResourceSpec) -> str | None:
+        """Serve a new spec of the same resource; open ListAndWatch streams get its list at once.
+
+        kubelet reads `DevicePluginOptions` only when a plugin registers, so when they
+        change the resource registers again (in the background, after ending its
+        streams); the return value says how they changed ("preferred allocation on"),
+        None when they did not.
+        """
+        before = plugin_options(self.spec)
+        self._inventory.replace(spec)
+        change = options_change(before, plugin_options(spec))
+        if change is not None:
+            self._options_change = change
+            self._wake.set()
+        return change
 
     def kubelet_restarted(self) -> None:
         """kubelet.sock was (re)created: kubelet forgot every plugin; register again."""
@@ -295,10 +311,24 @@ class PluginWorker:
                 await self._stop_server(0)
                 if not await self._reserve():
                     continue
+            change, self._options_change = self._options_change, None
+            if change is not None and self._registered:
+                # kubelet ≤ 1.33 drops, by resource name, whatever is registered when
+                # an old stream ends: end the streams before registering again.
+                self._inventory.end_watches()
+                try:
+                    async with asyncio.timeout(STREAM_END_TIMEOUT):
+                        await self._inventory.watches_ended()
+                except TimeoutError:
+                    logger.warning("[%s] a ListAndWatch stream did not end within %.0f s; "
+                                   "registering anyway", self.name, STREAM_END_TIMEOUT)  # fmt: skip
+                self._set_registered(registered=False)
             if not self._registered or self._kubelet_restarted:
                 self._kubelet_restarted = False
                 if await self._register():
                     delay = RETRY_FIRST
+                    if change is not None:
+                        logger.info("[%s] options changed: %s; re-registered", self.name, change)
                 else:
                     kubelet_there = (self._plugin_dir / KUBELET_SOCKET).exists()
                     wait = delay if kubelet_there else WAIT_FOR_KUBELET

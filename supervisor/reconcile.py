@@ -49,3 +49,25 @@ def plan(desired: Mapping[str, ResourceSpec], running: Mapping[str, ResourceSpec
         sorted(name for name in desired if name in running and desired[name] == running[name])
     )
     return Plan(stop=stop, start=start, update=update, unchanged=unchanged)
+
+
+def changes(old: ResourceSpec, new: ResourceSpec) -> str:
+    """What differs between two specs of one resource, in an operator's words."""
+    parts = []
+    if old.devices != new.devices:
+        parts.append(f"device list ({len(new.devices)} devices)")
+    if old.preferred_policy != new.preferred_policy:
+        parts.append(f"preferred allocation {old.preferred_policy} -> {new.preferred_policy}")
+    if old.failing != new.failing:
+        parts.append("failing on" if new.failing else "failing off")
+    if old.cdi_kind != new.cdi_kind:
+        parts.append("CDI on" if new.cdi_kind else "CDI off")
+    for words, before, after in (
+        ("environment", old.envs, new.envs),
+        ("mounts", old.mounts, new.mounts),
+        ("annotations", old.annotations, new.annotations),
+        ("admission faults", old.allocate_faults, new.allocate_faults),
+    ):
+        if before != after:
+            parts.append(words)
+    return ", ".join(parts) or "settings"

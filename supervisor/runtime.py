@@ -27,7 +27,7 @@ from supervisor.errors import ConfigError
 from supervisor.http import MetricsServer
 from supervisor.metrics import Metrics, ResourceState, SupervisorState
 from supervisor.podresources import PodResourcesMonitor
-from supervisor.reconcile import plan
+from supervisor.reconcile import changes, plan
 from supervisor.watch import (
     CREATE,
     DELETE,
@@ -229,9 +229,15 @@ class Supervisor:
         self.failed = {n: s for n, s in self.failed.items() if n in desired}
         await asyncio.gather(*(self._stop_worker(name) for name in steps.stop))
         for spec in steps.update:
-            self.workers[spec.name].update(spec)
+            worker = self.workers[spec.name]
+            old = worker.spec
+            reregister = worker.update(spec)
             self._write_cdi(spec)
-            logger.info("[%s] device list changed: %d devices", spec.name, len(spec.devices))
+            if old.cdi_kind is not None and spec.cdi_kind is None:
+                self._remove_cdi(old)
+            logger.info("[%s] changed: %s%s", spec.name, changes(old, spec),
+                        "; registering again (kubelet reads options only then)"
+                        if reregister else "")  # fmt: skip
         await asyncio.gather(*(self._start_worker(spec) for spec in steps.start))
         self._watch_config()
         logger.info("%s %s: %s", reason, self.settings.config, steps.summary())
@@ -268,10 +274,13 @@ class Supervisor:
         worker = self.workers.pop(name)
         await worker.stop(STOP_GRACE)
         self.metrics.resource_removed(name)
+        self._remove_cdi(worker.spec)
+
+    def _remove_cdi(self, spec: ResourceSpec) -> None:
         try:
-            self._cdi.remove(worker.spec)
+            self._cdi.remove(spec)
         except OSError as error:
-            logger.error("[%s] cannot remove its CDI spec: %s", name, error)
+            logger.error("[%s] cannot remove its CDI spec: %s", spec.name, error)
 
     def _write_cdi(self, spec: ResourceSpec) -> None:
         try:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from plugin_worker.api import Device, ResourceSpec
-from supervisor.reconcile import plan
+from supervisor.reconcile import changes, plan
 
 
 def spec(name: str, *ids: str) -> ResourceSpec:
@@ -34,3 +36,12 @@ def test_first_start_and_full_stop() -> None:
     desired = {s.name: s for s in [spec("d/a", "1"), spec("d/b", "2")]}
     assert plan(desired, {}).summary() == "+2 resources, 0 unchanged"
     assert plan({}, desired).stop == ("d/a", "d/b")
+
+
+def test_changes_say_what_changed_in_words() -> None:
+    old = spec("a", "x")
+    assert changes(old, spec("a", "x", "y")) == "device list (2 devices)"
+    new = replace(old, preferred_policy="packed", cdi_kind="a", envs=(("K", "v"),))
+    assert changes(old, new) == "preferred allocation none -> packed, CDI on, environment"
+    assert changes(new, old) == "preferred allocation packed -> none, CDI off, environment"
+    assert changes(old, replace(old, failing=True)) == "failing on"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -11,6 +12,7 @@ import pytest
 
 from kubelet_standin import KubeletStandIn
 from plugin_worker._proto import deviceplugin_pb2 as pb
+from plugin_worker._proto.deviceplugin_pb2_grpc import RegistrationStub
 from plugin_worker.api import Device, NullEvents, ResourceSpec, socket_name_for
 from plugin_worker.worker import PluginWorker, SocketInUseError, WorkerError
 
@@ -128,3 +130,48 @@ async def test_kubelet_rejecting_a_bad_version_is_a_clean_error(kubelet: Kubelet
             await pb_grpc.RegistrationStub(channel).Register(
                 pb.RegisterRequest(version="v1alpha", endpoint="x.sock", resource_name=NAME)
             )
+
+
+async def test_changed_options_end_the_stream_then_register_again(
+    kubelet: KubeletStandIn, worker: PluginWorker
+) -> None:
+    await kubelet.wait_registered([NAME])
+    first = kubelet.plugins[NAME]
+    assert not first.options.get_preferred_allocation_available
+    assert worker.update(replace(SPEC, preferred_policy="packed")) == "preferred allocation on"
+    await kubelet.wait_for(lambda k: k.plugins[NAME] is not first and k.plugins[NAME].updates > 0)
+    assert kubelet.plugins[NAME].options.get_preferred_allocation_available
+    assert kubelet.plugins[NAME].connected
+    assert not first.streaming, "the old stream ended before the new registration"
+    assert kubelet.superseded == []
+    # A change kubelet does not cache (packed -> spread) is served without registering.
+    registrations = len(kubelet.registrations)
+    assert worker.update(replace(SPEC, preferred_policy="spread")) is None
+    assert len(kubelet.registrations) == registrations
+
+
+async def test_standin_drops_a_registration_whose_predecessor_stream_ends_later(
+    kubelet: KubeletStandIn, worker: PluginWorker, plugin_dir: Path
+) -> None:
+    """kubelet's contract (devicemanager runClient, by resource name), which the test above
+    relies on: registering again while the old stream is open is a latent failure."""
+    await kubelet.wait_registered([NAME])
+    other = PluginWorker(
+        replace(SPEC, name="ska-sdp.org/other"), plugin_dir=plugin_dir, events=NullEvents()
+    )
+    await other.start()
+    try:
+        # NAME registered again, at another live endpoint, while its first stream is open.
+        async with grpc.aio.insecure_channel(f"unix://{kubelet.socket_path}") as channel:
+            await RegistrationStub(channel).Register(
+                pb.RegisterRequest(
+                    version="v1beta1", endpoint=other.socket_name, resource_name=NAME
+                )
+            )
+        await kubelet.wait_for(lambda k: len(k.superseded) == 1 and k.plugins[NAME].updates > 0)
+        newest = kubelet.plugins[NAME]
+        await worker.stop(0)  # the first stream ends now, after the newer registration
+        await kubelet.wait_for(lambda k: not newest.connected)
+        assert kubelet.superseded == []
+    finally:
+        await other.stop(0)
