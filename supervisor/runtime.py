@@ -84,6 +84,8 @@ class Supervisor:
         self._watcher: DirectoryWatcher | None = None
         self._config_key: tuple[str, int, int] | None = None
         self._config_ok = True
+        self._config_error: str | None = None
+        """Why the newest config on disk was rejected (None while it is the one serving)."""
         self._stopping = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._pending_check: asyncio.TimerHandle | None = None
@@ -174,6 +176,7 @@ class Supervisor:
             self._reject(error)
             return
         self._config_ok = True
+        self._config_error = None
         self.metrics.reloaded(ok=True)
         await self._apply(config, reason="reloaded")
 
@@ -181,6 +184,7 @@ class Supervisor:
         if self._watcher is not None:
             self._watch_config()  # the file (or its directory) may be gone: wait for it
         self._config_ok = False
+        self._config_error = str(error)
         self.metrics.reloaded(ok=False)
         logger.error(
             "rejected config %s; still serving the last good config:\n%s",
