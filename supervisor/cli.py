@@ -23,10 +23,11 @@ import click
 from plugin_worker.api import DEFAULT_PLUGIN_DIR, UNHEALTHY, Device
 from supervisor import __version__, bundled, config_schema
 from supervisor.cdi import DEFAULT_CDI_DIR
-from supervisor.config import DEFAULT_DOMAIN, Config, load_config
+from supervisor.config import DEFAULT_DOMAIN, Config, read_config
 from supervisor.errors import ConfigError
 from supervisor.http import AddressError, parse_address
 from supervisor.logs import setup_logging
+from supervisor.parse_process import ConfigParser
 from supervisor.podresources import DEFAULT_INTERVAL as DEFAULT_POD_INTERVAL
 
 EXIT_CONFIG = 1
@@ -102,13 +103,16 @@ def _with_logging(f: F) -> F:
 def _load_or_exit(
     path: Path, domain: str, strict_perms: bool, node_name: str | None = None
 ) -> Config:
+    # Parsed in a child process, so that a hostile file is refused within seconds.
+    parser = ConfigParser()
     try:
-        return load_config(
-            path, default_domain=domain, strict_perms=strict_perms, node_name=node_name
-        )
+        data = read_config(path, strict_perms=strict_perms)
+        return parser.parse(data, source=str(path), default_domain=domain, node_name=node_name)
     except ConfigError as error:
         click.echo(f"error: invalid config\n{error}", err=True)
         sys.exit(EXIT_CONFIG)
+    finally:
+        parser.close()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,12 +116,20 @@ def parse_config(
     source: str,
     default_domain: str = DEFAULT_DOMAIN,
     node_name: str | None = None,
+    before_locating: Callable[[list[Problem]], None] | None = None,
 ) -> Config:
     """Validate config bytes as they apply to `node_name` (None: ignore ``nodes:``).
 
     The fast C parser is used first; only when something is wrong is the file parsed
-    again with positions, so that errors carry line numbers.
+    again with positions, so that errors carry line numbers. That second parse is slow
+    on a big file: `before_locating` is given the problems, without lines, before it.
     """
+
+    def locate(problems: list[Problem]) -> LineOf:
+        if before_locating is not None:
+            before_locating(problems)
+        return _line_finder(_parse(text, source, YAML(typ="rt")))
+
     text = _decode(data, source)
     _check_nesting(text, source)
     tree = _parse_fast(text, source)
@@ -130,7 +139,7 @@ def parse_config(
         )
     found = config_schema.problems(tree)
     if found:
-        line_of = _line_finder(_parse(text, source, YAML(typ="rt")))
+        line_of = locate([Problem(source, None, field_name(p), m) for p, m in found])
         raise ConfigError([Problem(source, line_of(p), field_name(p), m) for p, m in found])
     domain = tree.get("domain", default_domain)
     if "domain" not in tree:
@@ -140,7 +149,7 @@ def parse_config(
     sections = read_sections(tree)
     resources, problems = check_and_build(domain, sections, node_name, source, no_lines)
     if problems:
-        line_of = _line_finder(_parse(text, source, YAML(typ="rt")))
+        line_of = locate(problems)
         _, problems = check_and_build(domain, sections, node_name, source, line_of)
         raise ConfigError(problems)
     return Config(source=source, domain=domain, resources=resources, node=node_name)
@@ -236,7 +245,11 @@ def _parse(text: str, source: str, yaml: YAML) -> Any:
         line = mark.line + 1 if mark is not None else None
         what = error.problem or error.context or "invalid YAML"
         raise ConfigError([Problem(source, line, "", f"not valid YAML: {what}")]) from None
-    except (YAMLError, RecursionError, ValueError) as error:
+    except ValueError as error:
+        # Python refuses to convert integers of more than 4300 digits (CVE-2020-10735).
+        what = "a number has too many digits" if "digits" in str(error) else str(error)
+        raise ConfigError([Problem(source, None, "", f"not valid YAML: {what}")]) from None
+    except (YAMLError, RecursionError) as error:
         raise ConfigError([Problem(source, None, "", f"not valid YAML: {error}")]) from None
 
 

@@ -44,6 +44,7 @@ _STR, _BOOL, _NULL, _INT, _FLOAT = (
 )
 _DECIMAL = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")
 _POINT = re.compile(r"[-+]?[0-9]+\.[0-9]+")  # what ruamel's float() of it gives, exactly
+_MAX_DIGITS = 4000  # int() refuses more than 4300 digits; the full loader reports it
 _BOOLS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
 
 
@@ -69,7 +70,7 @@ def _plain(value: str, resolvers: list[tuple[str, Matcher]]) -> Any:
         return _BOOLS[value]
     if tag == _NULL:
         return None
-    if tag == _INT and _DECIMAL.fullmatch(value):
+    if tag == _INT and _DECIMAL.fullmatch(value) and len(value) <= _MAX_DIGITS:
         return int(value)
     if tag == _FLOAT and _POINT.fullmatch(value):
         return float(value)
