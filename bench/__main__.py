@@ -20,6 +20,7 @@ SCENARIOS = {
     "reload": scenarios.reload,
     "allocate": scenarios.allocate,
     "scale": scenarios.scale,
+    "hostile": scenarios.hostile,
 }
 
 

@@ -57,6 +57,7 @@ class Sizes:
     scale_devices: int
     scale_reloads: int
     wide: tuple[int, int]
+    hostile_seconds: float
     idle_seconds: float
     settle: float
 
@@ -64,12 +65,12 @@ class Sizes:
 FULL = Sizes(
     registration=(1, 50, 200), spread_devices=1000, restart_resources=50, restarts=5,
     reload_edits=60, allocate_calls=768, allocate_rounds=8, scale_devices=10_000,
-    scale_reloads=10, wide=(200, 50), idle_seconds=30.0, settle=1.0,
+    scale_reloads=10, wide=(200, 50), hostile_seconds=10.0, idle_seconds=30.0, settle=1.0,
 )  # fmt: skip
 QUICK = Sizes(
     registration=(1, 5, 20), spread_devices=100, restart_resources=5, restarts=2,
     reload_edits=8, allocate_calls=256, allocate_rounds=1, scale_devices=1000,
-    scale_reloads=3, wide=(20, 5), idle_seconds=2.0, settle=0.2,
+    scale_reloads=3, wide=(20, 5), hostile_seconds=2.5, idle_seconds=2.0, settle=0.2,
 )  # fmt: skip
 
 
@@ -351,3 +352,69 @@ async def _scale_one(report: Report, sizes: Sizes, devices: list[Device]) -> Non
             await asyncio.sleep(sizes.settle)
             report.add("Memory", f"idle RSS, 1 resource x {count} devices", rss_bytes(proc.pid),
                        "bytes")  # fmt: skip
+
+
+# -- hostile reloads --------------------------------------------------------------------
+
+
+def hostile_configs() -> list[bytes]:
+    """Files a hostile writer may put down: a merge-key bomb (a minute of CPU to parse,
+    81 aliases), a 5,000-digit integer, nesting too deep, and plain garbage."""
+    bomb = ["a0: &a0 {k: v}"]
+    for level in range(1, 10):
+        bomb.append(f"a{level}: &a{level}\n  <<: [{', '.join([f'*a{level - 1}'] * 9)}]")
+    return [
+        ("\n".join(bomb) + "\ndevices: []\n").encode(),
+        b"devices:\n- {type: a, model: b, device: /dev/c, numa: " + b"9" * 5000 + b"}\n",
+        b"devices: " + b"[" * 100_000,
+        bytes(range(256)) * 64,
+    ]
+
+
+async def hostile(report: Report, sizes: Sizes) -> None:
+    """Allocate on one resource while the config is rewritten with hostile YAML every 100 ms."""
+    devices = spread(1, 8)
+    name = resource_names(devices)[0]
+    request = pb.AllocateRequest(
+        container_requests=[pb.ContainerAllocateRequest(devices_ids=["bench-m0-bench0-0"])]
+    )
+    payloads = hostile_configs()
+    with scratch_dir() as root:
+        config = write_in_place(root / "etc", devices)
+        plugin_dir = root / "dp"
+        async with (
+            kubelet_standin(plugin_dir) as kubelet,
+            child(*supervisor_args(config, plugin_dir)) as proc,
+        ):
+            await wait_registered(kubelet, [name], proc)
+            target = f"unix://{plugin_dir / kubelet.plugins[name].endpoint}"
+            stop = asyncio.Event()
+
+            async def rewrite() -> int:
+                written = 0
+                while not stop.is_set():
+                    config.write_bytes(payloads[written % len(payloads)])
+                    written += 1
+                    await asyncio.sleep(0.1)  # the pace of the hostile writer
+                return written
+
+            async with grpc.aio.insecure_channel(target) as channel:
+                stub = pb_grpc.DevicePluginStub(channel)
+                quiet, _ = await _allocate_calls(stub, request, 1, 200)
+                writer = asyncio.create_task(rewrite())
+                latencies: list[float] = []
+                deadline = time.perf_counter() + sizes.hostile_seconds
+                while time.perf_counter() < deadline:
+                    started = time.perf_counter()
+                    await stub.Allocate(request, timeout=5)
+                    latencies.append(_since(started))
+                stop.set()
+                written = await writer
+            proc.check_alive()
+    report.details["hostile_allocate_s"] = latencies
+    note = f"{len(latencies)} calls, {written} hostile writes"
+    report.add("Hostile reload", "Allocate while idle, max", max(quiet), "s")
+    report.add("Hostile reload", "Allocate during hostile rewrites, p99",
+               percentile(latencies, 0.99), "s", note=note)  # fmt: skip
+    report.add("Hostile reload", "Allocate during hostile rewrites, max", max(latencies), "s",
+               0.05, note="every write rejected, the last good config serving")  # fmt: skip
