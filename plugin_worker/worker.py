@@ -17,6 +17,7 @@ import secrets
 import socket
 import stat
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,14 +41,25 @@ RETRY_MAX = 5.0
 WAIT_FOR_KUBELET = 30.0
 # A stream we ended finishes at once unless kubelet stopped reading it (flow control).
 STREAM_END_TIMEOUT = 5.0
+# A vanished socket (kubelet restarts delete them) is normally served again within
+# milliseconds; only one still unserved after this long is a `serving_problem`.
+SERVE_GRACE = 5.0
 
 
 class WorkerError(RuntimeError):
     """The worker cannot serve; the message says why and what to do."""
 
+    reason: str | None = None
+    """The why in a few words, when the message says more (for readiness), else None."""
+
 
 class SocketInUseError(WorkerError):
-    pass
+    """Another live process serves our socket path; `holder` says who (see `socket_server`)."""
+
+    def __init__(self, message: str, *, holder: str) -> None:
+        super().__init__(message)
+        self.holder = holder
+        self.reason = f"socket served by another process ({holder})"
 
 
 @contextlib.contextmanager
@@ -104,8 +116,14 @@ class PluginWorker:
         plugin_dir: Path,
         events: WorkerEvents,
         register_timeout: float = REGISTER_TIMEOUT,
+        serve_grace: float = SERVE_GRACE,
     ) -> None:
         self._register_timeout = register_timeout
+        self._serve_grace = serve_grace
+        self._unserved_since: float | None = None
+        """When the socket was found gone, until it is served again (monotonic seconds)."""
+        self._serve_error: str | None = None
+        """Why the last attempt to serve it again failed."""
         self._inventory = Inventory(spec)
         self._events = events
         self._plugin_dir = plugin_dir
@@ -143,6 +161,30 @@ class PluginWorker:
     @property
     def registered(self) -> bool:
         return self._registered
+
+    @property
+    def serving_problem(self) -> str | None:
+        """Why this worker does not serve as it should, or None while it does.
+
+        A socket being recreated (after a kubelet restart) is no problem until it has been
+        unserved for `serve_grace` seconds; registration is none of this (kubelet may be
+        restarting), but a crashed registration loop is: nothing keeps it registered.
+        """
+        task = self._task
+        if task is None or task.cancelled():
+            return "not started" if task is None else "stopped"
+        if task.done():
+            error = task.exception()
+            how = "ended" if error is None else f"crashed ({type(error).__name__}: {error})"
+            return (
+                f"registration loop {how}; the resource is no longer kept registered "
+                "(see the log; restart the pod)"
+            )
+        since = self._unserved_since
+        if since is not None and (unserved := time.monotonic() - since) >= self._serve_grace:
+            why = self._serve_error or "being recreated"
+            return f"socket {self._socket_name} not served for {unserved:.0f} s: {why}"
+        return None
 
     def update(self, spec: ResourceSpec) -> str | None:
         """Serve a new spec of the same resource; open ListAndWatch streams get its list at once.
@@ -264,7 +306,8 @@ class PluginWorker:
             raise SocketInUseError(
                 f"[{self.name}] {path} is served by another process: {server} "
                 "(another widget-supervisor on this plugin dir?); not taking it over, "
-                "will take over when it goes away"
+                "will take over when it goes away",
+                holder=server,
             )
         path.unlink()
         logger.info("[%s] removed stale socket %s", self.name, path)
@@ -307,6 +350,8 @@ class PluginWorker:
             self._wake.clear()
             if not self._socket_is_ours():
                 logger.warning("[%s] socket %s vanished; recreating", self.name, self._socket_name)
+                if self._unserved_since is None:
+                    self._unserved_since = time.monotonic()
                 self._set_registered(registered=False)
                 await self._stop_server(0)
                 if not await self._reserve():
@@ -350,9 +395,11 @@ class PluginWorker:
         except (WorkerError, OSError) as error:
             logger.error("[%s] cannot serve: %s; retrying when the plugin dir changes",
                          self.name, error)  # fmt: skip
+            self._serve_error = str(error).removeprefix(f"[{self.name}] ")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), WAIT_FOR_KUBELET)
             return False
+        self._unserved_since = self._serve_error = None
         return True
 
     async def _register(self) -> bool:

@@ -142,7 +142,8 @@ async def _show(
             continue
         click.echo(allocation_text(name, response) + "\n")
     host, port = supervisor.metrics_address or ("?", 0)
-    click.echo(f"metrics: http://{host}:{port}/metrics   health: http://{host}:{port}/healthz")
+    base = f"http://{host}:{port}"
+    click.echo(f"metrics: {base}/metrics   health: {base}/healthz   ready: {base}/readyz")
     if duration is None:
         click.echo("serving until Ctrl-C")
         await stop.wait()

@@ -1,7 +1,10 @@
-"""The HTTP endpoint on --metrics-address: ``/metrics`` and ``/healthz``, on the event loop.
+"""The HTTP endpoint on --metrics-address: ``/metrics``, ``/healthz`` and ``/readyz``.
 
-A deliberately small HTTP/1.x server (one request per connection) so that the whole
-supervisor runs on one event loop with no extra thread.
+A deliberately small HTTP/1.x server (one request per connection) on the supervisor's
+event loop, with no extra thread. That is what makes ``/healthz`` a liveness check: its
+answer comes from the loop that serves every resource, so a dead or stalled loop answers
+nothing and the probe times out; it has no failure answer of its own. ``/readyz`` says
+what the supervisor reports: 200, or 503 with one line per thing wrong.
 """
 
 from __future__ import annotations
@@ -36,11 +39,22 @@ def parse_address(address: str) -> tuple[str, int]:
 
 
 class MetricsServer:
-    """Serves the registry and a health check until stopped."""
+    """Serves the registry, liveness and readiness until stopped.
 
-    def __init__(self, registry: CollectorRegistry, healthy: Callable[[], tuple[bool, str]]):
+    `alive` gives /healthz's text (always 200); `ready` gives /readyz's (200 when its
+    first item is true, else 503).
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        alive: Callable[[], str],
+        ready: Callable[[], tuple[bool, str]],
+    ) -> None:
         self._registry = registry
-        self._healthy = healthy
+        self._alive = alive
+        self._ready = ready
         self._server: asyncio.Server | None = None
 
     async def start(self, address: str) -> tuple[str, int]:
@@ -89,12 +103,11 @@ class MetricsServer:
         if target == b"/metrics":
             return 200, CONTENT_TYPE_LATEST, generate_latest(self._registry)
         if target == b"/healthz":
-            ok, detail = self._healthy()
+            return 200, "text/plain", (self._alive() + "\n").encode()
+        if target == b"/readyz":
+            ok, detail = self._ready()
             return (200 if ok else 503), "text/plain", (detail + "\n").encode()
         if target == b"/":
-            return (
-                200,
-                "text/html",
-                b'<a href="/metrics">/metrics</a> <a href="/healthz">/healthz</a>\n',
-            )
-        return 404, "text/plain", b"not found; try /metrics or /healthz\n"
+            links = " ".join(f'<a href="{p}">{p}</a>' for p in ("/metrics", "/healthz", "/readyz"))
+            return 200, "text/html", (links + "\n").encode()
+        return 404, "text/plain", b"not found; try /metrics, /healthz or /readyz\n"

@@ -46,6 +46,8 @@ CONFIG_SETTLE = 0.005
 """Events arrive in bursts (a ConfigMap swap is five); read the file once per burst."""
 STOP_GRACE = 2.0
 STOP_DEADLINE = 4.5
+READY_LINES = 20
+"""At most this many lines of a rejected config's errors in /readyz (the log has them all)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +75,7 @@ class Supervisor:
         self.failed: dict[str, ResourceSpec] = {}
         self.metrics = Metrics(self._snapshot)
         self.metrics_address: tuple[str, int] | None = None
-        self._http = MetricsServer(self.metrics.registry, self._health)
+        self._http = MetricsServer(self.metrics.registry, alive=self._health, ready=self._readiness)
         self._cdi = CdiWriter(settings.cdi_dir)
         self.pod_resources: PodResourcesMonitor | None = None
         if settings.pod_resources_interval > 0:
@@ -90,6 +92,10 @@ class Supervisor:
         self._reload_lock = asyncio.Lock()
         self._pending_check: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._failed_why: dict[str, str] = {}
+        """Why each resource of `failed` could not start (read only for names in `failed`)."""
+        self._started = False
+        """Start-up has finished: the first config applied (readiness says "starting" before)."""
 
     # -- public --------------------------------------------------------------------
 
@@ -111,6 +117,7 @@ class Supervisor:
                 self._spawn(self.pod_resources.run(), "pod-resources")
             if handle_signals:
                 self._install_signal_handlers()
+            self._started = True
             await self._stopping.wait()
         finally:
             await self._shutdown(handle_signals=handle_signals)
@@ -260,6 +267,9 @@ class Supervisor:
             self.failed[spec.name] = spec
             # WorkerError messages already name the resource; say it once.
             detail = str(error).removeprefix(f"[{spec.name}] ")
+            self._failed_why[spec.name] = (
+                error.reason if isinstance(error, WorkerError) and error.reason else detail
+            )
             logger.error(
                 "[%s] cannot serve: %s; will retry when its socket path is freed, on the next "
                 "config change, or on SIGHUP",
@@ -444,9 +454,33 @@ class Supervisor:
             holders=() if monitor is None else monitor.holders,
         )
 
-    def _health(self) -> tuple[bool, str]:
+    def _health(self) -> str:
+        """/healthz (liveness): answering at all is the check, as the answer comes from the
+        event loop that serves every resource; a stalled loop makes the probe time out."""
         registered = sum(1 for w in self.workers.values() if w.registered)
-        return True, f"ok: {len(self.workers)} resources served, {registered} registered"
+        return f"ok: {len(self.workers)} resources served, {registered} registered"
+
+    def _readiness(self) -> tuple[bool, str]:
+        """/readyz: every resource of the current config serving on its socket, and that
+        config the newest on disk; otherwise one line per thing wrong. Registration does
+        not count (kubelet may be restarting), nor a socket being recreated just now."""
+        if not self._started:
+            return False, "starting"
+        if self._stopping.is_set():
+            return False, "stopping"
+        wrong = {name: self._failed_why.get(name, "cannot serve") for name in self.failed}
+        for name, worker in self.workers.items():
+            if (problem := worker.serving_problem) is not None:
+                wrong[name] = problem
+        problems = [f"{name}: {why}" for name, why in sorted(wrong.items())]
+        if self._config_error is not None:
+            rejected = self._config_error.splitlines() or ["(no reason given)"]
+            problems += [f"config rejected: {line}" for line in rejected[:READY_LINES]]
+            if len(rejected) > READY_LINES:
+                problems.append(f"config rejected: ... {len(rejected) - READY_LINES} more")
+        if problems:
+            return False, "\n".join(problems)
+        return True, f"ok: {len(self.workers)} resources serving"
 
 
 def _nearest_existing(directory: Path) -> Path:

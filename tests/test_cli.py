@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -141,6 +142,9 @@ def test_demo_runs_end_to_end() -> None:
         assert f"allocated from ska-sdp.org/{name}:" in out
     assert "env WIDGET_GIZMO_MK2_VISIBLE_DEVICES=/dev/gizmo0" in out
     assert "metrics: http://127.0.0.1:" in out
+    assert re.search(
+        r"health: http://127.0.0.1:\d+/healthz +ready: http://127.0.0.1:\d+/readyz", out
+    )
 
 
 FOUR = ["ska-sdp.org/doohickey-a100", "ska-sdp.org/gizmo-mk2", "ska-sdp.org/snaffler-v1",

@@ -1,4 +1,4 @@
-"""The /metrics and /healthz endpoint, over real HTTP on loopback."""
+"""The /metrics, /healthz and /readyz endpoint, over real HTTP on loopback."""
 
 from __future__ import annotations
 
@@ -12,10 +12,23 @@ from supervisor.metrics import Metrics, SupervisorState
 from tests.support import HTTPAnswer, http_get
 
 
+class Readiness:
+    """What the fixture's server answers on /readyz; a test sets `answer`."""
+
+    answer = (True, "ok: test")
+
+
 @pytest.fixture
-async def base_url() -> AsyncIterator[str]:
+def readiness() -> Readiness:
+    return Readiness()
+
+
+@pytest.fixture
+async def base_url(readiness: Readiness) -> AsyncIterator[str]:
     metrics = Metrics(lambda: SupervisorState(resources=(), config_ok=True))
-    server = MetricsServer(metrics.registry, lambda: (True, "ok: test"))
+    server = MetricsServer(
+        metrics.registry, alive=lambda: "ok: test", ready=lambda: readiness.answer
+    )
     host, port = await server.start("127.0.0.1:0")
     yield f"http://{host}:{port}"
     await server.stop()
@@ -33,6 +46,28 @@ async def test_metrics_and_health(base_url: str) -> None:
     assert "# HELP widget_allocations_total Container allocation requests" in body
     assert (await fetch(base_url + "/healthz"))[::2] == (200, "ok: test\n")
     assert (await fetch(base_url + "/healthz", "HEAD"))[0] == 200
+    assert (await fetch(base_url + "/readyz"))[::2] == (200, "ok: test\n")
+
+
+async def test_readyz_says_what_is_wrong_and_healthz_stays_200(
+    base_url: str, readiness: Readiness
+) -> None:
+    readiness.answer = (False, "starting")
+    assert await fetch(base_url + "/readyz") == (503, "text/plain", "starting\n")
+    assert (await fetch(base_url + "/readyz", "HEAD"))[::2] == (503, "")
+    readiness.answer = (False, "ska-sdp.org/a-b: socket served by another process (pid 1)\n"
+                               "config rejected: c.yml:3: devices[0].model: bad")  # fmt: skip
+    status, _, text = await fetch(base_url + "/readyz")
+    assert (status, text.splitlines()) == (
+        503,
+        ["ska-sdp.org/a-b: socket served by another process (pid 1)",
+         "config rejected: c.yml:3: devices[0].model: bad"],
+    )  # fmt: skip
+    # Liveness is the event loop answering, whatever readiness says.
+    assert (await fetch(base_url + "/healthz"))[::2] == (200, "ok: test\n")
+    index = (await fetch(base_url + "/")).text
+    assert all(f'href="{path}"' in index for path in ("/metrics", "/healthz", "/readyz"))
+    assert "/readyz" in (await fetch(base_url + "/nope")).text
 
 
 async def test_unknown_paths_and_methods(base_url: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -15,6 +16,7 @@ from plugin_worker._proto import deviceplugin_pb2 as pb
 from plugin_worker._proto.deviceplugin_pb2_grpc import RegistrationStub
 from plugin_worker.api import Device, NullEvents, ResourceSpec, socket_name_for
 from plugin_worker.worker import PluginWorker, SocketInUseError, WorkerError
+from tests.support import eventually
 
 NAME = "ska-sdp.org/snaffler-v1"
 SPEC = ResourceSpec(
@@ -175,3 +177,71 @@ async def test_standin_drops_a_registration_whose_predecessor_stream_ends_later(
         assert kubelet.superseded == []
     finally:
         await other.stop(0)
+
+
+# -- serving_problem: what readiness reports -------------------------------------------
+
+
+async def test_serving_problem_is_none_while_serving_and_through_a_kubelet_restart(
+    kubelet: KubeletStandIn, worker: PluginWorker
+) -> None:
+    await kubelet.wait_registered([NAME])
+    assert worker.serving_problem is None
+    first = kubelet.plugins[NAME].registered_at
+    await kubelet.restart()  # our socket is deleted, kubelet.sock created anew
+    assert not worker.socket_path.exists()
+    assert worker.serving_problem is None, "alive and meant to serve: not a problem yet"
+    worker.socket_removed()  # what the supervisor's watch of the plugin dir does
+    worker.kubelet_restarted()
+    problems: list[str | None] = []
+
+    def registered_again() -> bool:
+        problems.append(worker.serving_problem)  # sampled all through the recreation
+        return NAME in kubelet.plugins and kubelet.plugins[NAME].registered_at > first
+
+    await eventually(registered_again, every=0.001, what="registered again")
+    assert set(problems) == {None}
+
+
+class CrashOnRegistration(NullEvents):
+    """A collaborator that fails once, as a bug in the supervisor's metrics would."""
+
+    def __init__(self) -> None:
+        self.crashed = False
+
+    def registration_changed(self, resource: str, *, registered: bool) -> None:
+        if not self.crashed:
+            self.crashed = True
+            raise RuntimeError("metrics bug")
+
+
+async def test_serving_problem_names_a_crashed_registration_loop(
+    kubelet: KubeletStandIn, plugin_dir: Path
+) -> None:
+    worker = PluginWorker(SPEC, plugin_dir=plugin_dir, events=CrashOnRegistration())
+    await worker.start()
+    try:
+        problem = await eventually(lambda: worker.serving_problem, what="the loop to crash")
+        assert problem.startswith("registration loop crashed (RuntimeError: metrics bug)"), problem
+    finally:
+        await worker.stop(0)
+
+
+async def test_serving_problem_names_a_socket_that_cannot_be_served_again(
+    kubelet: KubeletStandIn, plugin_dir: Path
+) -> None:
+    worker = PluginWorker(SPEC, plugin_dir=plugin_dir, events=NullEvents(), serve_grace=0)
+    await worker.start()
+    try:
+        await kubelet.wait_registered([NAME])
+        await kubelet.stop()
+        shutil.rmtree(plugin_dir)
+        worker.socket_removed()  # what the supervisor's watch of the plugin dir does
+        problem = await eventually(lambda: worker.serving_problem, what="a serving problem")
+        assert problem.startswith(f"socket {worker.socket_name} not served for "), problem
+        assert f"could not listen in {plugin_dir}" in problem, problem
+        plugin_dir.mkdir()
+        worker.socket_removed()
+        await eventually(lambda: worker.serving_problem is None and worker.socket_path.exists())
+    finally:
+        await worker.stop(0)

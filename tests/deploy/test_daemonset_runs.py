@@ -2,9 +2,9 @@
 and the kubelet stand-in in place of the real kubelet.
 
 Shows that what the chart renders is what the supervisor understands: the WIDGET_* variables,
-the config path, the `/healthz` probe and `/metrics` on the named port, the allocation the
-`helm test` pod checks for, and a ConfigMap update reaching the running process (kubelet's
-atomic `..data` symlink swap), with no restart.
+the config path, the `/healthz` and `/readyz` probes and `/metrics` on the named port, the
+allocation the `helm test` pod checks for, and a ConfigMap update reaching the running process
+(kubelet's atomic `..data` symlink swap), with no restart.
 """
 
 from __future__ import annotations
@@ -128,6 +128,8 @@ async def test_chart_container_serves_probes_metrics_and_reloads_live(
         probe = chart_container["livenessProbe"]["httpGet"]  # type: ignore[index]
         assert (await poll_http(base + probe["path"], process, "ok")).startswith("ok")
         await kubelet.wait_registered([SNAFFLER])
+        ready = chart_container["readinessProbe"]["httpGet"]  # type: ignore[index]
+        await poll_http(base + ready["path"], process, "ok: 1 resources serving")
         registered = f'widget_plugin_registered{{resource="{SNAFFLER}"}} 1.0'
         await poll_http(base + "/metrics", process, registered)
 

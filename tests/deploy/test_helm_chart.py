@@ -298,8 +298,9 @@ def test_daemonset_defaults(helm: str) -> None:
     assert env["WIDGET_LOG_FORMAT"] == "json"
     (port,) = container["ports"]
     assert port == {"name": "metrics", "containerPort": 9464, "protocol": "TCP"}
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}, probe
+    # Liveness: the event loop answers. Readiness: every resource serves, the config accepted.
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
 
 
 def test_scheduling_values_reach_the_pod(helm: str) -> None:
