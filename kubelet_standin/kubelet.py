@@ -229,10 +229,10 @@ class KubeletStandIn(pb_grpc.RegistrationServicer):
                 "an old ListAndWatch stream of %s ended after it registered again: "
                 "kubelet drops the new registration", plugin.resource,
             )  # fmt: skip
-        for endpoint in {id(plugin): plugin, id(current): current}.values():
-            await self._disconnect(endpoint)
         if plugin in self.superseded:
             self.superseded.remove(plugin)
+        for endpoint in {id(plugin): plugin, id(current): current}.values():
+            await self._disconnect(endpoint)
         await self._notify()
 
     # -- observation ---------------------------------------------------------------

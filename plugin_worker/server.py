@@ -93,6 +93,13 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
         self._faults = inventory.spec.allocate_faults
         self._random = random.Random(self._faults.seed)
         self._message_cache: dict[Device, pb.Device] = {}
+        self._allocating = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def idle(self) -> None:
+        """Return once no Allocate is being served."""
+        await self._idle.wait()
 
     def _messages(self, devices: tuple[Device, ...]) -> list[pb.Device]:
         # Lists are re-sent whole on every change; unchanged devices keep their message
@@ -128,6 +135,20 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
             logger.info("[%s] ListAndWatch stream closed", self._resource)
 
     async def Allocate(
+        self,
+        request: pb.AllocateRequest,
+        context: grpc.aio.ServicerContext[pb.AllocateRequest, pb.AllocateResponse],
+    ) -> pb.AllocateResponse:
+        self._allocating += 1
+        self._idle.clear()
+        try:
+            return await self._allocate(request, context)
+        finally:
+            self._allocating -= 1
+            if not self._allocating:
+                self._idle.set()
+
+    async def _allocate(
         self,
         request: pb.AllocateRequest,
         context: grpc.aio.ServicerContext[pb.AllocateRequest, pb.AllocateResponse],

@@ -129,6 +129,7 @@ class PluginWorker:
         self._plugin_dir = plugin_dir
         self._socket_name = spec.socket_name(str(plugin_dir))
         self._server: grpc.aio.Server | None = None
+        self._service: DevicePluginService | None = None
         self._socket_inode: tuple[int, int] | None = None
         self._wake = asyncio.Event()
         self._kubelet_restarted = False
@@ -226,8 +227,8 @@ class PluginWorker:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
             self._task = None
-        self._inventory.close()
         await self._stop_server(grace)
+        self._inventory.close()
         self._set_registered(registered=False)
         logger.info("[%s] stopped; socket %s removed", self.name, self._socket_name)
 
@@ -244,9 +245,8 @@ class PluginWorker:
     async def _serve(self) -> None:
         self._clear_stale_socket()
         server = grpc.aio.server()
-        pb_grpc.add_DevicePluginServicer_to_server(
-            DevicePluginService(self._inventory, self._events), server
-        )
+        self._service = DevicePluginService(self._inventory, self._events)
+        pb_grpc.add_DevicePluginServicer_to_server(self._service, server)
         # gRPC unlinks whatever socket sits at its bind path, at bind and again at stop,
         # so it never binds the public name: it binds a random private name, which is
         # hard-linked to the public one (link() never replaces an existing file nor
@@ -325,8 +325,16 @@ class PluginWorker:
     async def _stop_server(self, grace: float) -> None:
         server, self._server = self._server, None
         try:
-            if server is not None:
-                await server.stop(grace)
+            if server is not None and self._service is not None:
+                # Refuse new calls at once, let the Allocates in flight finish, and only
+                # then end the ListAndWatch streams: kubelet closes its connection when a
+                # stream ends, which would cancel those Allocates (and fail their pods).
+                stopping = asyncio.ensure_future(server.stop(grace))
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(grace):
+                        await self._service.idle()
+                self._inventory.end_watches()
+                await stopping
         finally:
             # Even when cancelled: a socket file nobody serves must not outlive us. Only
             # the file we created is removed (unlink never follows a symlink).

@@ -22,10 +22,11 @@ from plugin_worker.api import KUBELET_SOCKET, ResourceSpec
 from plugin_worker.worker import REGISTER_TIMEOUT, PluginWorker, WorkerError
 from supervisor import podresources
 from supervisor.cdi import DEFAULT_CDI_DIR, CdiWriter
-from supervisor.config import Config, parse_config, read_config
+from supervisor.config import Config, read_config
 from supervisor.errors import ConfigError
 from supervisor.http import MetricsServer
 from supervisor.metrics import Metrics, ResourceState, SupervisorState
+from supervisor.parse_process import ConfigParser
 from supervisor.podresources import PodResourcesMonitor
 from supervisor.reconcile import changes, plan
 from supervisor.watch import (
@@ -77,6 +78,7 @@ class Supervisor:
         self.metrics_address: tuple[str, int] | None = None
         self._http = MetricsServer(self.metrics.registry, alive=self._health, ready=self._readiness)
         self._cdi = CdiWriter(settings.cdi_dir)
+        self._parser = ConfigParser()
         self.pod_resources: PodResourcesMonitor | None = None
         if settings.pod_resources_interval > 0:
             self.pod_resources = PodResourcesMonitor(
@@ -104,7 +106,11 @@ class Supervisor:
 
         `handle_signals=False` leaves SIGTERM/SIGINT/SIGHUP to an embedding program.
         """
-        config = self._load()
+        try:
+            config = await self._load()
+        except BaseException:
+            self._parser.close()
+            raise
         self.metrics_address = await self._http.start(self.settings.metrics_address)
         logger.info("metrics on http://%s:%d/metrics", *self.metrics_address)
         try:
@@ -132,10 +138,10 @@ class Supervisor:
 
     # -- config --------------------------------------------------------------------
 
-    def _load(self) -> Config:
+    async def _load(self) -> Config:
         path = self.settings.config
         data = read_config(path, strict_perms=self.settings.strict_perms)
-        config = self._parse(data)
+        config = await self._parse(data)
         self._config_key = self._key(data)
         logger.info(
             "loaded %s: %d resources, %d devices",
@@ -145,8 +151,10 @@ class Supervisor:
         )
         return config
 
-    def _parse(self, data: bytes) -> Config:
-        return parse_config(
+    async def _parse(self, data: bytes) -> Config:
+        # In a child process, bounded in time and memory: a hostile file can neither
+        # stall the event loop (every resource's Allocate) nor exhaust the node.
+        return await self._parser.parse_async(
             data,
             source=str(self.settings.config),
             default_domain=self.settings.domain,
@@ -178,7 +186,7 @@ class Supervisor:
             return
         self._config_key = key
         try:
-            config = self._parse(data)
+            config = await self._parse(data)
         except ConfigError as error:
             self._reject(error)
             return
@@ -435,6 +443,7 @@ class Supervisor:
         except TimeoutError:
             logger.error("workers did not stop within %.1f s; exiting anyway", STOP_DEADLINE)
         await self._http.stop()
+        self._parser.close()
         logger.info("stopped")
 
     # -- state for metrics and health ----------------------------------------------
