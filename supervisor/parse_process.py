@@ -30,6 +30,7 @@ from typing import Any
 
 from supervisor.config import DEFAULT_DOMAIN, Config, parse_config
 from supervisor.errors import ConfigError, Problem
+from supervisor.gcpause import gc_paused
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +143,7 @@ class ConfigParser:
             self._executor.shutdown(wait=True)
             self._executor = None
 
+    @gc_paused  # unpickling a 10,000-device config would trigger full collections
     def _wait(self, conn: Connection, source: str, deadline: float) -> Config:
         unlocated: list[Problem] | None = None
         while True:
