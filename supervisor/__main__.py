@@ -2,4 +2,5 @@
 
 from supervisor.cli import main
 
-main()
+if __name__ == "__main__":  # not when a spawned parser child imports this as __mp_main__
+    main()

@@ -7,21 +7,28 @@ with an address-space limit, and a parse that misses its deadline is killed (and
 child replaced) and reported as a `ConfigError`. Owns the child's lifecycle and the
 request/response protocol; what a valid config is stays `config`'s job.
 
-The child is forked (not spawned: re-executing the interpreter fails where the
-supervisor's user may not exec it, and costs 100+ ms of imports). The first child is
-forked at start-up, before gRPC runs any thread; a replacement for a killed child is
-forked from the running process, and only ever runs the parser, which needs no lock
-another thread could hold (and a child that hung anyway would meet the deadline).
+A parse that outlives its deadline is interrupted inside the child (an interval
+timer, whose handler runs between Python bytecodes, where ruamel's constructor spends
+such a parse), so the child lives on. Only a child that dies, or does not answer even
+a second later, is killed and replaced.
+
+The first child is forked: at start-up (and in the CLI) no gRPC thread runs yet, and a
+fork costs milliseconds where re-executing the interpreter costs 100+ ms of imports.
+A replacement is spawned afresh, never forked from a process running gRPC threads
+(such a fork crashed: gRPC skips its fork handlers while its threads are busy).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import resource
+import signal
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -36,6 +43,8 @@ logger = logging.getLogger(__name__)
 
 PARSE_DEADLINE = 2.0
 """Seconds a parse may take; a 10,000-device file takes about 0.1 s."""
+BACKSTOP = 1.0
+"""Seconds past the deadline after which a child that has not answered is killed."""
 MEMORY_LIMIT = 300 * 1024 * 1024
 """The child's address space, which bounds its RSS; parsing 10,000 devices needs ~60 MB."""
 
@@ -46,11 +55,21 @@ class _Request:
     source: str
     default_domain: str
     node_name: str | None
+    deadline: float
+
+
+class _OutOfTimeError(Exception):
+    pass
+
+
+def _out_of_time(signum: int, frame: object) -> None:
+    raise _OutOfTimeError
 
 
 def _serve(conn: Connection, memory_limit: int) -> None:
     """The child: parse each request, answer with the config or the problems."""
     resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
+    signal.signal(signal.SIGALRM, _out_of_time)
     while True:
         try:
             request: _Request = conn.recv()
@@ -63,8 +82,10 @@ def _answer(conn: Connection, request: _Request, memory_limit: int) -> tuple[str
     def located_next(problems: list[Problem]) -> None:
         # Finding line numbers re-parses the file slowly: send what is known first,
         # so that a deadline during that step still names every problem.
-        conn.send(("unlocated", problems))
+        with _alarm_blocked():  # an answer cut in half would corrupt the pipe
+            conn.send(("unlocated", problems))
 
+    signal.setitimer(signal.ITIMER_REAL, request.deadline)
     try:
         config = parse_config(
             request.data,
@@ -73,6 +94,8 @@ def _answer(conn: Connection, request: _Request, memory_limit: int) -> tuple[str
             node_name=request.node_name,
             before_locating=located_next,
         )
+    except _OutOfTimeError:
+        return "timeout", None
     except ConfigError as error:
         return "error", error.problems
     except (MemoryError, SystemError):  # C extensions report a failed allocation as either
@@ -80,7 +103,23 @@ def _answer(conn: Connection, request: _Request, memory_limit: int) -> tuple[str
         return "error", [_problem(request.source, f"needs more than {limit} MB to parse")]
     except Exception as error:  # a parser bug must not take the supervisor down
         return "error", [_problem(request.source, f"cannot be parsed ({type(error).__name__})")]
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        # A timer that fired after the parse ended (its handler not yet run) is dropped.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+        signal.signal(signal.SIGALRM, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
+        signal.signal(signal.SIGALRM, _out_of_time)
     return "ok", config
+
+
+@contextlib.contextmanager
+def _alarm_blocked() -> Iterator[None]:
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
 
 
 def _problem(source: str, message: str) -> Problem:
@@ -95,11 +134,18 @@ class ConfigParser:
     ) -> None:
         self.deadline = deadline
         self.memory_limit = memory_limit
-        self._context = multiprocessing.get_context("fork")
+        self._fork = multiprocessing.get_context("fork")
+        self._spawn = multiprocessing.get_context("spawn")
+        self._forked = False
         self._lock = threading.Lock()
         self._process: BaseProcess | None = None
         self._conn: Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
+
+    @property
+    def child_pid(self) -> int | None:
+        """The parser child's pid, once one runs."""
+        return None if self._process is None else self._process.pid
 
     def parse(
         self,
@@ -115,8 +161,11 @@ class ConfigParser:
         """
         with self._lock:
             conn = self._connection()
-            conn.send(_Request(data, source, default_domain, node_name))
-            return self._wait(conn, source, time.monotonic() + self.deadline)
+            try:
+                conn.send(_Request(data, source, default_domain, node_name, self.deadline))
+            except OSError:  # the child died while idle
+                raise self._child_died(source) from None
+            return self._wait(conn, source, time.monotonic() + self.deadline + BACKSTOP)
 
     async def parse_async(
         self,
@@ -146,24 +195,24 @@ class ConfigParser:
     @gc_paused  # unpickling a 10,000-device config would trigger full collections
     def _wait(self, conn: Connection, source: str, deadline: float) -> Config:
         unlocated: list[Problem] | None = None
+        payload: Any
         while True:
             left = deadline - time.monotonic()
             if left <= 0 or not conn.poll(left):
-                self._stop_child()
+                self._stop_child()  # stuck outside Python code: replace it
+                kind, payload = "timeout", ()
+            else:
+                try:
+                    kind, payload = conn.recv()
+                except (EOFError, OSError):
+                    raise self._child_died(source) from None
+            if kind == "timeout":
                 if unlocated is not None:
                     raise ConfigError(unlocated)
                 raise ConfigError(
                     [_problem(source, f"took longer than {self.deadline:g} s to parse "
                               "(a merge-key or alias bomb?)")]
                 )  # fmt: skip
-            try:
-                kind, payload = conn.recv()
-            except (EOFError, OSError):
-                code = self._stop_child()
-                raise ConfigError(
-                    [_problem(source, f"made the parser process exit (code {code}); most "
-                              f"likely it needs more than {self.memory_limit >> 20} MB")]
-                ) from None  # fmt: skip
             if kind == "ok":
                 config: Config = payload
                 return config
@@ -172,11 +221,21 @@ class ConfigParser:
                 continue
             raise ConfigError(payload)
 
+    def _child_died(self, source: str) -> ConfigError:
+        code = self._stop_child()
+        return ConfigError(
+            [_problem(source, f"made the parser process exit (code {code}); most likely "
+                      f"it needs more than {self.memory_limit >> 20} MB")]
+        )  # fmt: skip
+
     def _connection(self) -> Connection:
         if self._conn is None or self._process is None or not self._process.is_alive():
             self._stop_child()
-            ours, theirs = self._context.Pipe()
-            process = self._context.Process(
+            # Forked the first time only; see the module docstring.
+            context = self._spawn if self._forked else self._fork
+            self._forked = True
+            ours, theirs = context.Pipe()
+            process = context.Process(
                 target=_serve,
                 args=(theirs, self.memory_limit),
                 name="widget-config-parser",

@@ -4,7 +4,9 @@ clean, explained refusal; the server lives on."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -183,11 +185,34 @@ def test_hostile_config_is_refused_cleanly_in_bounded_time_and_memory(
     assert took < PARSE_DEADLINE + 2, f"{name} took {took:.1f} s"
 
 
-def test_after_a_killed_parse_the_next_one_works(parser: ConfigParser) -> None:
+_ONE = b"devices:\n- {type: a, model: b, device: /dev/c}\n"
+
+
+def test_an_interrupted_parse_leaves_the_child_serving(parser: ConfigParser) -> None:
     with pytest.raises(ConfigError, match="took longer than 2 s to parse"):
         parser.parse(_merge_bomb(), source="bomb.yml")
-    config = parser.parse(b"devices:\n- {type: a, model: b, device: /dev/c}\n", source="ok.yml")
+    child = parser.child_pid
+    config = parser.parse(_ONE, source="ok.yml")
     assert [r.name for r in config.resources] == ["ska-sdp.org/a-b"]
+    assert parser.child_pid == child, "interrupted in the child, not killed"
+
+
+def test_a_dead_child_is_reported_then_replaced(parser: ConfigParser) -> None:
+    parser.parse(_ONE, source="ok.yml")
+    child = parser.child_pid
+    assert child is not None
+    os.kill(child, signal.SIGKILL)
+    # Reported if the parse reaches the dead child; replaced at once if its death was
+    # seen first. Either way the next parse has a new child.
+    outcome: Config | ConfigError
+    try:
+        outcome = parser.parse(_ONE, source="ok.yml")
+    except ConfigError as error:
+        outcome = error
+    if isinstance(outcome, ConfigError):
+        assert "made the parser process exit (code -9)" in str(outcome)
+    assert len(parser.parse(_ONE, source="ok.yml").resources) == 1
+    assert parser.child_pid not in (None, child)
 
 
 _TIGHT_CAP = """
