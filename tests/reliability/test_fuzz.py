@@ -162,6 +162,13 @@ def parser() -> Iterator[ConfigParser]:
 _CASES = [pytest.param(name, id=name) for name in _HOSTILE]
 
 
+def _outcome(parser: ConfigParser, data: bytes, source: str) -> Config | ConfigError:
+    try:
+        return parser.parse(data, source=source)
+    except ConfigError as error:
+        return error
+
+
 @pytest.mark.parametrize("name", _CASES)
 def test_hostile_config_is_refused_cleanly_in_bounded_time_and_memory(
     name: str, parser: ConfigParser
@@ -170,11 +177,7 @@ def test_hostile_config_is_refused_cleanly_in_bounded_time_and_memory(
     within the deadline, the child's memory capped (MEMORY_LIMIT), nothing raised else."""
     data = _HOSTILE[name][:MAX_CONFIG_BYTES]
     started = time.monotonic()
-    outcome: Config | ConfigError
-    try:
-        outcome = parser.parse(data, source="hostile.yml")
-    except ConfigError as error:
-        outcome = error
+    outcome = _outcome(parser, data, "hostile.yml")
     if isinstance(outcome, ConfigError):
         assert str(outcome).startswith("hostile.yml"), outcome
         assert "Traceback" not in str(outcome)
@@ -204,11 +207,7 @@ def test_a_dead_child_is_reported_then_replaced(parser: ConfigParser) -> None:
     os.kill(child, signal.SIGKILL)
     # Reported if the parse reaches the dead child; replaced at once if its death was
     # seen first. Either way the next parse has a new child.
-    outcome: Config | ConfigError
-    try:
-        outcome = parser.parse(_ONE, source="ok.yml")
-    except ConfigError as error:
-        outcome = error
+    outcome = _outcome(parser, _ONE, "ok.yml")
     if isinstance(outcome, ConfigError):
         assert "made the parser process exit (code -9)" in str(outcome)
     assert len(parser.parse(_ONE, source="ok.yml").resources) == 1
