@@ -62,8 +62,13 @@ class _OutOfTimeError(Exception):
     pass
 
 
+_armed = False
+"""True while a parse runs: a timer signal handled after it ended is ignored."""
+
+
 def _out_of_time(signum: int, frame: object) -> None:
-    raise _OutOfTimeError
+    if _armed:
+        raise _OutOfTimeError
 
 
 def _serve(conn: Connection, memory_limit: int) -> None:
@@ -85,6 +90,8 @@ def _answer(conn: Connection, request: _Request, memory_limit: int) -> tuple[str
         with _alarm_blocked():  # an answer cut in half would corrupt the pipe
             conn.send(("unlocated", problems))
 
+    global _armed  # noqa: PLW0603 -- the signal handler's only way to know
+    _armed = True
     signal.setitimer(signal.ITIMER_REAL, request.deadline)
     try:
         config = parse_config(
@@ -104,12 +111,8 @@ def _answer(conn: Connection, request: _Request, memory_limit: int) -> tuple[str
     except Exception as error:  # a parser bug must not take the supervisor down
         return "error", [_problem(request.source, f"cannot be parsed ({type(error).__name__})")]
     finally:
+        _armed = False
         signal.setitimer(signal.ITIMER_REAL, 0)
-        # A timer that fired after the parse ended (its handler not yet run) is dropped.
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
-        signal.signal(signal.SIGALRM, signal.SIG_IGN)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
-        signal.signal(signal.SIGALRM, _out_of_time)
     return "ok", config
 
 
