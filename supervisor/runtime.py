@@ -87,7 +87,6 @@ class Supervisor:
             self.metrics.after_allocate = self.pod_resources.allocated
         self._watcher: DirectoryWatcher | None = None
         self._config_key: tuple[str, int, int] | None = None
-        self._config_ok = True
         self._config_error: str | None = None
         """Why the newest config on disk was rejected (None while it is the one serving)."""
         self._stopping = asyncio.Event()
@@ -190,7 +189,6 @@ class Supervisor:
         except ConfigError as error:
             self._reject(error)
             return
-        self._config_ok = True
         self._config_error = None
         self.metrics.reloaded(ok=True)
         await self._apply(config, reason="reloaded")
@@ -198,7 +196,6 @@ class Supervisor:
     def _reject(self, error: ConfigError) -> None:
         if self._watcher is not None:
             self._watch_config()  # the file (or its directory) may be gone: wait for it
-        self._config_ok = False
         self._config_error = str(error)
         self.metrics.reloaded(ok=False)
         logger.error(
@@ -458,7 +455,7 @@ class Supervisor:
         monitor = self.pod_resources
         return SupervisorState(
             resources=tuple(states),
-            config_ok=self._config_ok,
+            config_ok=self._config_error is None,
             pod_resources_up=None if monitor is None else monitor.available,
             holders=() if monitor is None else monitor.holders,
         )
