@@ -325,14 +325,15 @@ class PluginWorker:
     async def _stop_server(self, grace: float) -> None:
         server, self._server = self._server, None
         try:
-            if server is not None and self._service is not None:
+            if server is not None:
                 # Refuse new calls at once, let the Allocates in flight finish, and only
                 # then end the ListAndWatch streams: kubelet closes its connection when a
                 # stream ends, which would cancel those Allocates (and fail their pods).
                 stopping = asyncio.ensure_future(server.stop(grace))
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(grace):
-                        await self._service.idle()
+                if self._service is not None:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(grace):
+                            await self._service.idle()
                 self._inventory.end_watches()
                 await stopping
         finally:
