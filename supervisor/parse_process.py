@@ -12,10 +12,12 @@ timer, whose handler runs between Python bytecodes, where ruamel's constructor s
 such a parse), so the child lives on. Only a child that dies, or does not answer even
 a second later, is killed and replaced.
 
-The first child is forked: at start-up (and in the CLI) no gRPC thread runs yet, and a
-fork costs milliseconds where re-executing the interpreter costs 100+ ms of imports.
-A replacement is spawned afresh, never forked from a process running gRPC threads
-(such a fork crashed: gRPC skips its fork handlers while its threads are busy).
+A child is forked when only Python's own threads run (at start-up, and in the CLI):
+a fork costs milliseconds where re-executing the interpreter costs 100+ ms of imports.
+Once native threads run that Python does not know of (gRPC's, after the first server
+or channel), the child is spawned afresh instead: such a fork inherits locks those
+threads hold, and gRPC skips its fork handlers while its threads are busy (seen as a
+parse that never answered, in a test process that had used gRPC before).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import os
 import resource
 import signal
 import threading
@@ -125,6 +128,19 @@ def _alarm_blocked() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
 
 
+def only_python_threads() -> bool:
+    """No native thread runs beside Python's own, so a fork is safe; see the module docstring.
+
+    Every `threading` thread is one OS thread, so more OS threads than that are native
+    ones. Where /proc is missing the answer is no (spawning is always safe).
+    """
+    try:
+        os_threads = len(os.listdir("/proc/self/task"))
+    except OSError:
+        return False
+    return os_threads <= threading.active_count()
+
+
 def _problem(source: str, message: str) -> Problem:
     return Problem(source, None, "", f"{message}; refusing it")
 
@@ -139,7 +155,6 @@ class ConfigParser:
         self.memory_limit = memory_limit
         self._fork = multiprocessing.get_context("fork")
         self._spawn = multiprocessing.get_context("spawn")
-        self._forked = False
         self._lock = threading.Lock()
         self._process: BaseProcess | None = None
         self._conn: Connection | None = None
@@ -234,9 +249,7 @@ class ConfigParser:
     def _connection(self) -> Connection:
         if self._conn is None or self._process is None or not self._process.is_alive():
             self._stop_child()
-            # Forked the first time only; see the module docstring.
-            context = self._spawn if self._forked else self._fork
-            self._forked = True
+            context = self._fork if only_python_threads() else self._spawn
             ours, theirs = context.Pipe()
             process = context.Process(
                 target=_serve,

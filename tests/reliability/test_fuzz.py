@@ -4,6 +4,7 @@ clean, explained refusal; the server lives on."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -25,7 +26,7 @@ from plugin_worker._proto import deviceplugin_pb2_grpc as pb_grpc
 from plugin_worker.api import socket_name_for
 from supervisor.config import MAX_CONFIG_BYTES, Config, parse_config
 from supervisor.errors import ConfigError
-from supervisor.parse_process import PARSE_DEADLINE, ConfigParser
+from supervisor.parse_process import PARSE_DEADLINE, ConfigParser, only_python_threads
 from tests.reliability.conftest import STAY, V1, Resources
 from tests.support import wait_until, write_config
 
@@ -212,6 +213,27 @@ def test_a_dead_child_is_reported_then_replaced(parser: ConfigParser) -> None:
         assert "made the parser process exit (code -9)" in str(outcome)
     assert len(parser.parse(_ONE, source="ok.yml").resources) == 1
     assert parser.child_pid not in (None, child)
+
+
+async def test_a_parser_started_beside_grpc_threads_spawns_its_child(tmp_path: Path) -> None:
+    """A fork beside gRPC's native threads can inherit their locks and never answer (it
+    did, in CI); a parser first used while they run must spawn its child instead."""
+    channel = grpc.aio.insecure_channel(f"unix://{tmp_path}/nobody.sock")
+    try:
+        with pytest.raises(asyncio.TimeoutError):  # gRPC's threads start on first use
+            await asyncio.wait_for(channel.channel_ready(), 0.2)
+        assert not only_python_threads()
+        fresh = ConfigParser()
+        try:
+            config = await fresh.parse_async(_ONE, source="ok.yml")
+            assert [r.name for r in config.resources] == ["ska-sdp.org/a-b"]
+            assert fresh.child_pid is not None
+            cmdline = Path(f"/proc/{fresh.child_pid}/cmdline").read_bytes()
+            assert b"multiprocessing" in cmdline, "spawned, not forked"
+        finally:
+            fresh.close()
+    finally:
+        await channel.close()
 
 
 _TIGHT_CAP = """
