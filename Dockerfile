@@ -20,6 +20,7 @@ COPY pyproject.toml README.md ./
 COPY supervisor/ supervisor/
 COPY plugin_worker/ plugin_worker/
 COPY kubelet_standin/ kubelet_standin/
+COPY dra_driver/ dra_driver/
 # The bundled example configs: supervisor/examples is a symlink to them.
 COPY config/examples/ config/examples/
 RUN python -m build --wheel --outdir /dist

@@ -39,6 +39,26 @@ class Fault:
     flap_period: float | None = None
 
 
+DEVICE_PLUGIN = "device-plugin"
+DRA = "dra"
+APIS = (DEVICE_PLUGIN, DRA)
+"""The kubelet APIs a resource can be served through."""
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    """A DRA version attribute (a semantic version), apart from a plain string."""
+
+    text: str
+
+
+AttributeValue = str | int | bool | Version
+Attributes = tuple[tuple[str, AttributeValue], ...]
+"""DRA device attributes by name, sorted; a name without a domain is in the driver's."""
+Capacity = tuple[tuple[str, str], ...]
+"""DRA device capacity: name to a Kubernetes quantity, sorted."""
+
+
 @dataclass(frozen=True, slots=True)
 class Device:
     """One advertised device: the ID kubelet sees, the host path it stands for, and more."""
@@ -51,11 +71,17 @@ class Device:
     fault: Fault | None = None
     replica_of: str | None = None
     """For a shared resource: the ID of the physical device this replica stands for."""
+    attributes: Attributes = ()
+    """This device's own DRA attributes, over the resource's."""
+    capacity: Capacity = ()
 
     def __reduce__(self) -> tuple[type[Device], tuple[object, ...]]:
         # Configs come back from the parser process pickled: as constructor arguments a
         # device unpickles 3x faster than through the generic slots-state protocol.
-        return Device, (self.id, self.path, self.health, self.numa, self.fault, self.replica_of)
+        return Device, (
+            self.id, self.path, self.health, self.numa, self.fault, self.replica_of,
+            self.attributes, self.capacity,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +127,21 @@ class ResourceSpec:
     allocate_faults: AllocateFaults = AllocateFaults()
     failing: bool = False
     """The whole resource reports every device Unhealthy."""
+    api: str = DEVICE_PLUGIN
+    """Which kubelet API serves it: `DEVICE_PLUGIN` or `DRA`."""
+    replicas: int = 1
+    """How many times each physical device is shared (`devices` holds every replica)."""
+    attributes: Attributes = ()
+    """DRA attributes of every device (a device's own win)."""
+    capacity: Capacity = ()
+
+    @property
+    def type(self) -> str:
+        return dict(self.labels).get("type", "")
+
+    @property
+    def model(self) -> str:
+        return dict(self.labels).get("model", "")
 
     def socket_name(self, plugin_dir: str) -> str:
         return socket_name_for(self.name, plugin_dir)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import logging
 import socket
@@ -20,7 +21,15 @@ from typing import Any, TypeVar
 
 import click
 
-from plugin_worker.api import DEFAULT_PLUGIN_DIR, UNHEALTHY, Device
+from dra_driver.objects import device_classes, physical_devices
+from plugin_worker.api import (
+    DEFAULT_PLUGIN_DIR,
+    DEVICE_PLUGIN,
+    DRA,
+    UNHEALTHY,
+    Device,
+    ResourceSpec,
+)
 from supervisor import __version__, bundled, config_schema
 from supervisor.cdi import DEFAULT_CDI_DIR
 from supervisor.config import DEFAULT_DOMAIN, Config, read_config
@@ -212,25 +221,33 @@ def validate(config: Path, node_name: str, domain: str, strict_perms: bool) -> N
     click.echo(f"{config}: OK: {len(loaded.resources)} resources, {loaded.device_count} devices")
     for spec in loaded.resources:
         count = len(spec.devices)
-        click.echo(f"  {spec.name}: {count} device{'' if count == 1 else 's'}")
+        via = "" if spec.api == DEVICE_PLUGIN else f" (api: {spec.api}, driver {loaded.dra_driver})"
+        click.echo(f"  {spec.name}: {count} device{'' if count == 1 else 's'}{via}")
 
 
 @main.command()
 @_config_option(required=True)
-@click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table",
-              show_default=True)  # fmt: skip
+@click.option("--output", "-o", type=click.Choice(["table", "json", "dra"]), default="table",
+              show_default=True,
+              help="dra: the DeviceClass manifests of the resources served with api: dra "
+                   "(for kubectl apply -f -).")  # fmt: skip
 @_node_option
 @_domain_option
 @_strict_option
 def resources(config: Path, output: str, node_name: str, domain: str, strict_perms: bool) -> None:
     """Show the resources and device IDs CONFIG would advertise (on node NODE_NAME)."""
     loaded = _load_or_exit(config, domain, strict_perms, node_name)
+    if output == "dra":
+        classes = device_classes((s for s in loaded.resources if s.api == DRA), loaded.dra_driver)
+        click.echo(yaml_documents(classes), nl=False)
+        return
     if output == "json":
         document = {
             "domain": loaded.domain,
             "resources": [
                 {
                     "name": spec.name,
+                    "api": spec.api,
                     "envPrefix": spec.env_prefix,
                     "devices": [_device_json(d) for d in spec.devices],
                 }
@@ -239,15 +256,36 @@ def resources(config: Path, output: str, node_name: str, domain: str, strict_per
         }
         click.echo(json.dumps(document, indent=2))
         return
-    rows = [("RESOURCE", "DEVICE ID", "PATH", "HEALTH", "NUMA", "FAULT")]
+    rows = [("RESOURCE", "API", "DEVICE ID", "PATH", "HEALTH", "NUMA", "FAULT")]
     rows += [
-        (s.name, d.id, d.path, UNHEALTHY if s.failing else d.health, _text(d.numa), _fault(d))
+        (s.name, s.api, ident, d.path, UNHEALTHY if s.failing else d.health, _text(d.numa),
+         _fault(d))
         for s in loaded.resources
-        for d in s.devices
-    ]
+        for ident, d in _listed_devices(s)
+    ]  # fmt: skip
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def yaml_documents(documents: list[dict[str, Any]]) -> str:
+    """Kubernetes manifests as one YAML stream (``---`` between documents)."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    yaml.width = 4096  # a CEL expression stays on one line
+    stream = io.StringIO()
+    yaml.dump_all(documents, stream)
+    return stream.getvalue()
+
+
+def _listed_devices(spec: ResourceSpec) -> list[tuple[str, Device]]:
+    """What identifies each device to kubelet: its ID, or in DRA its name in the pool."""
+    if spec.api != DRA:
+        return [(d.id, d) for d in spec.devices]
+    shared = f" ({spec.replicas} shares)" if spec.replicas > 1 else ""
+    return [(p.name + shared, p.device) for p in physical_devices(spec)]
 
 
 def _text(value: object) -> str:

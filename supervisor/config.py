@@ -21,9 +21,9 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from plugin_worker.api import ResourceSpec
+from plugin_worker.api import DRA, ResourceSpec
 from supervisor import config_schema, fastyaml
-from supervisor.config_document import read_sections
+from supervisor.config_document import read_api, read_sections
 from supervisor.errors import ConfigError, LineOf, Path_, Problem, field_name, no_lines
 from supervisor.gcpause import gc_paused
 from supervisor.resources import check_and_build
@@ -32,6 +32,8 @@ DEFAULT_DOMAIN = "ska-sdp.org"
 MAX_CONFIG_BYTES = 1024 * 1024
 MAX_NESTING = 64
 MAX_ALIASES = 1000
+DRA_DRIVER_MAX = 63
+"""resource.k8s.io: a driver name is a DNS subdomain of at most 63 characters."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +45,8 @@ class Config:
     resources: tuple[ResourceSpec, ...]
     node: str | None = None
     """The node name the ``nodes:`` entries were matched against."""
+    dra_driver: str = DEFAULT_DOMAIN
+    """The DRA driver's name (``dra.driver``, default the domain)."""
 
     @property
     def device_count(self) -> int:
@@ -147,12 +151,23 @@ def parse_config(
         if wrong:
             raise ConfigError([Problem(source, None, "domain", f"(default) {wrong[0][1]}")])
     sections = read_sections(tree)
-    resources, problems = check_and_build(domain, sections, node_name, source, no_lines)
+    api, driver = read_api(tree), tree.get("dra", {}).get("driver", domain)
+
+    def build(line_of: LineOf) -> tuple[tuple[ResourceSpec, ...], list[Problem]]:
+        return check_and_build(domain, sections, node_name, source, line_of, api=api, driver=driver)
+
+    resources, problems = build(no_lines)
     if problems:
-        line_of = locate(problems)
-        _, problems = check_and_build(domain, sections, node_name, source, line_of)
+        problems = build(locate(problems))[1]
         raise ConfigError(problems)
-    return Config(source=source, domain=domain, resources=resources, node=node_name)
+    if "dra" not in tree and len(domain) > DRA_DRIVER_MAX and any(r.api == DRA for r in resources):
+        raise ConfigError(
+            [Problem(source, None, "dra.driver", f"(default: the domain '{domain}') must be no "
+                     f"more than {DRA_DRIVER_MAX} characters; set dra.driver")]
+        )  # fmt: skip
+    return Config(
+        source=source, domain=domain, resources=resources, node=node_name, dra_driver=driver
+    )
 
 
 _FLOW_SYNTAX = re.compile(r"[\[\]{}\"'#\n\\]")

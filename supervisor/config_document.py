@@ -9,10 +9,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from plugin_worker.api import HEALTHY, AllocateFaults, Fault, Mount
+from plugin_worker.api import (
+    DEVICE_PLUGIN,
+    HEALTHY,
+    AllocateFaults,
+    Attributes,
+    Capacity,
+    Fault,
+    Mount,
+    Version,
+)
 from supervisor.config_schema import parse_duration
 from supervisor.errors import Path_
 from supervisor.resources import DeviceEntry, ResourceSettings, Section
+
+
+def read_api(tree: dict[str, Any]) -> str:
+    """The top-level api: what serves every resource that does not choose its own."""
+    api: str = tree.get("api", DEVICE_PLUGIN)
+    return api
 
 
 def read_sections(tree: dict[str, Any]) -> tuple[Section, ...]:
@@ -44,7 +59,20 @@ def _device(item: dict[str, Any], at: Path_) -> DeviceEntry:
         type=item["type"], model=item["model"], path=item["device"], id=item.get("id"), at=at,
         health=item.get("health", HEALTHY), numa=item.get("numa"),
         fault=None if faults is None else _fault(faults),
+        attributes=_attributes(item.get("attributes")), capacity=_capacity(item.get("capacity")),
     )  # fmt: skip
+
+
+def _attributes(m: dict[str, Any] | None) -> Attributes:
+    if not m:
+        return ()
+    return tuple(
+        sorted((k, Version(v["version"]) if isinstance(v, dict) else v) for k, v in m.items())
+    )
+
+
+def _capacity(m: dict[str, Any] | None) -> Capacity:
+    return tuple(sorted((k, str(v)) for k, v in m.items())) if m else ()
 
 
 def _seconds(value: object) -> float:
@@ -72,6 +100,8 @@ def _settings(m: dict[str, Any], at: Path_) -> ResourceSettings:
         mounts=tuple(_mount(x) for x in m.get("mounts", ())),
         annotations=tuple(sorted(m.get("annotations", {}).items())), cdi=m.get("cdi", False),
         allocate_faults=AllocateFaults() if faults is None else _allocate(faults),
+        api=m.get("api"), attributes=_attributes(m.get("attributes")),
+        capacity=_capacity(m.get("capacity")),
     )  # fmt: skip
 
 

@@ -19,16 +19,21 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
+from dra_driver.names import device_class_name, device_name
 from plugin_worker.api import (
+    DEVICE_PLUGIN,
+    DRA,
     HEALTHY,
     UNHEALTHY,
     AllocateFaults,
+    Attributes,
+    Capacity,
     Device,
     Fault,
     Mount,
     ResourceSpec,
 )
-from plugin_worker.k8s_names import QUALIFIED_NAME_MAX
+from plugin_worker.k8s_names import QUALIFIED_NAME_MAX, dns1123_subdomain_problems
 from plugin_worker.wire_size import (
     KUBELET_MAX_MESSAGE_BYTES,
     list_and_watch_size,
@@ -37,6 +42,10 @@ from plugin_worker.wire_size import (
 from supervisor.errors import LineOf, Path_, Problem, field_name
 
 MAX_DEVICE_ID = 63  # kubelet's documented limit for Device.ID
+MAX_DRA_ATTRIBUTES = 32
+"""resource.k8s.io: attributes and capacities of one device together, at most."""
+BUILTIN_ATTRIBUTES = ("type", "model", "path")
+"""What every DRA device carries (and numa where set); `dra_driver.slices` writes them."""
 SHARED_SUFFIX = ".shared"
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _ENV_UNSAFE = re.compile(r"[^A-Z0-9]")
@@ -55,6 +64,8 @@ class DeviceEntry(NamedTuple):
     health: str = HEALTHY
     numa: int | None = None
     fault: Fault | None = None
+    attributes: Attributes = ()
+    capacity: Capacity = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +84,10 @@ class ResourceSettings:
     annotations: tuple[tuple[str, str], ...] = ()
     cdi: bool = False
     allocate_faults: AllocateFaults = field(default_factory=AllocateFaults)
+    api: str | None = None
+    """None: the top-level api."""
+    attributes: Attributes = ()
+    capacity: Capacity = ()
 
     @property
     def renames(self) -> bool:
@@ -135,8 +150,9 @@ def replica_id(base: str, replica: int) -> str:
 def _advertised(entry: DeviceEntry, ident: str, replicas: int) -> list[Device]:
     """The device as kubelet sees it: itself, or `replicas` shares of it."""
     base = Device(
-        id=ident, path=entry.path, health=entry.health, numa=entry.numa, fault=entry.fault
-    )
+        id=ident, path=entry.path, health=entry.health, numa=entry.numa, fault=entry.fault,
+        attributes=entry.attributes, capacity=entry.capacity,
+    )  # fmt: skip
     if replicas == 1:
         return [base]
     return [
@@ -161,15 +177,24 @@ class _Problems:
 
 
 def check_and_build(
-    domain: str, sections: tuple[Section, ...], node: str | None, source: str, line_of: LineOf
+    domain: str,
+    sections: tuple[Section, ...],
+    node: str | None,
+    source: str,
+    line_of: LineOf,
+    *,
+    api: str = DEVICE_PLUGIN,
+    driver: str | None = None,
 ) -> tuple[tuple[ResourceSpec, ...], list[Problem]]:
     """The resources `node` gets (None: only the top level), or every cross-value problem.
 
     Names and settings are checked across the whole file, whichever node this is; device
     lists as they apply here, and each `nodes` entry that does not apply on its own, so a
-    mistake in any entry shows up on every node.
+    mistake in any entry shows up on every node. `api` serves the resources that do not
+    choose one; `driver` is the DRA driver's name (default: the domain).
     """
     problems = _Problems(source, line_of)
+    build = _Builder(domain, api, driver or domain, problems)
     _check_names(domain, sections, problems)
     _check_settings(sections, problems)
     top = {(s.type, s.model): s for s in sections[0].settings}
@@ -177,11 +202,11 @@ def check_and_build(
     settings = dict(top)
     for section in sections:
         if not section.applies_to(node):
-            _build(domain, section.entries, {**top, **_by_pair(section.settings)}, problems)
+            build(section.entries, {**top, **_by_pair(section.settings)})
             continue
         entries = list(section.entries) if section.replaces else entries + list(section.entries)
         settings.update(_by_pair(section.settings))
-    specs = _build(domain, entries, settings, problems)
+    specs = build(entries, settings)
     return tuple(sorted(specs, key=lambda s: s.name)), list(problems.found)
 
 
@@ -247,42 +272,102 @@ def _check_settings(sections: tuple[Section, ...], problems: _Problems) -> None:
                 problems.at(s.at, f"no device has type '{s.type}' and model '{s.model}'")
 
 
-def _build(
-    domain: str,
-    entries: list[DeviceEntry] | tuple[DeviceEntry, ...],
-    settings: dict[tuple[str, str], ResourceSettings],
-    problems: _Problems,
-) -> list[ResourceSpec]:
-    """Group entries by (type, model) into specs; duplicates and oversized lists are problems."""
-    groups: dict[tuple[str, str], list[DeviceEntry]] = defaultdict(list)
-    for entry in entries:
-        groups[(entry.type, entry.model)].append(entry)
-    seen_paths: dict[str, DeviceEntry] = {}
-    specs = []
-    for (type_, model), members in groups.items():
-        options = settings.get((type_, model)) or ResourceSettings(type_, model)
-        name = resource_name(domain, type_, model) + (SHARED_SUFFIX if options.renames else "")
-        devices: list[Device] = []
-        idents: set[str] = set()
-        for entry in members:
-            duplicate = seen_paths.setdefault(entry.path, entry)
-            if duplicate is not entry:
-                problems.at(
-                    (*entry.at, "device"),
-                    f"'{entry.path}' is already listed at {problems.where(duplicate.at)}",
-                )
-                continue
-            ident = entry.id if entry.id is not None else device_id(type_, model, entry.path)
-            if ident in idents:
-                problems.at(
-                    (*entry.at, "id"), f"device ID '{ident}' is used twice in resource '{name}'"
-                )
-                continue
-            idents.add(ident)
-            devices += _advertised(entry, ident, options.replicas)
-        _check_size(name, devices, members[0], problems)
-        specs.append(_spec(name, type_, model, devices, options))
-    return specs
+@dataclass(frozen=True, slots=True)
+class _Builder:
+    domain: str
+    api: str
+    driver: str
+    problems: _Problems
+
+    def __call__(
+        self,
+        entries: list[DeviceEntry] | tuple[DeviceEntry, ...],
+        settings: dict[tuple[str, str], ResourceSettings],
+    ) -> list[ResourceSpec]:
+        """Group entries by (type, model) into specs; duplicates, oversized lists and names
+        that clash in the API serving them are problems."""
+        problems = self.problems
+        groups: dict[tuple[str, str], list[DeviceEntry]] = defaultdict(list)
+        for entry in entries:
+            groups[(entry.type, entry.model)].append(entry)
+        seen_paths: dict[str, DeviceEntry] = {}
+        dra = _DraNames(self.driver, problems)
+        specs = []
+        for (type_, model), members in groups.items():
+            options = settings.get((type_, model)) or ResourceSettings(type_, model)
+            api = options.api or self.api
+            renames = options.renames and api == DEVICE_PLUGIN
+            name = resource_name(self.domain, type_, model) + (SHARED_SUFFIX if renames else "")
+            devices: list[Device] = []
+            idents: set[str] = set()
+            for entry in members:
+                duplicate = seen_paths.setdefault(entry.path, entry)
+                if duplicate is not entry:
+                    problems.at(
+                        (*entry.at, "device"),
+                        f"'{entry.path}' is already listed at {problems.where(duplicate.at)}",
+                    )
+                    continue
+                ident = entry.id if entry.id is not None else device_id(type_, model, entry.path)
+                if ident in idents:
+                    problems.at(
+                        (*entry.at, "id"), f"device ID '{ident}' is used twice in resource '{name}'"
+                    )
+                    continue
+                idents.add(ident)
+                if api == DRA:
+                    dra.device(name, ident, entry, options)
+                devices += _advertised(entry, ident, options.replicas)
+            if api == DRA:
+                dra.device_class(name, type_, model, members[0])
+            else:
+                _check_size(name, devices, members[0], problems)
+            specs.append(_spec(name, type_, model, devices, options, api))
+        return specs
+
+
+class _DraNames:
+    """The names DRA gives one node's resources: each device's in the pool, each class."""
+
+    def __init__(self, driver: str, problems: _Problems) -> None:
+        self.driver, self.problems = driver, problems
+        self.devices: dict[str, tuple[str, DeviceEntry]] = {}
+        self.classes: dict[str, str] = {}
+
+    def device(
+        self, resource: str, ident: str, entry: DeviceEntry, options: ResourceSettings
+    ) -> None:
+        name = device_name(ident)
+        first = self.devices.setdefault(name, (resource, entry))
+        if first[1] is not entry:
+            self.problems.at(
+                (*entry.at, "id"),
+                f"DRA device name '{name}' (from ID '{ident}') is also that of a device of "
+                f"'{first[0]}' at {self.problems.where(first[1].at)}; change one ID",
+            )
+        names = {k for k, _ in options.attributes} | {k for k, _ in entry.attributes}
+        count = len(BUILTIN_ATTRIBUTES) + (entry.numa is not None) + len(names)
+        count += len({k for k, _ in options.capacity} | {k for k, _ in entry.capacity})
+        count += options.replicas > 1  # the `shares` capacity of a shared device
+        if count > MAX_DRA_ATTRIBUTES:
+            self.problems.at(
+                (*entry.at, "attributes"),
+                f"device '{ident}' would have {count} DRA attributes and capacities "
+                f"(type, model and path included); Kubernetes allows at most {MAX_DRA_ATTRIBUTES}",
+            )
+
+    def device_class(self, resource: str, type_: str, model: str, first: DeviceEntry) -> None:
+        name = device_class_name(type_, model, self.driver)
+        at = (*first.at, "type/model")
+        for why in dns1123_subdomain_problems(name):
+            self.problems.at(at, f"resource '{resource}': its DeviceClass name '{name}' {why}")
+        owner = self.classes.setdefault(name, resource)
+        if owner != resource:
+            self.problems.at(
+                at,
+                f"resource '{resource}' would have the DeviceClass '{name}' of '{owner}'; "
+                "rename one type or model",
+            )
 
 
 def _check_size(name: str, devices: list[Device], first: DeviceEntry, problems: _Problems) -> None:
@@ -301,7 +386,12 @@ def _check_size(name: str, devices: list[Device], first: DeviceEntry, problems: 
 
 
 def _spec(
-    name: str, type_: str, model: str, devices: list[Device], options: ResourceSettings
+    name: str,
+    type_: str,
+    model: str,
+    devices: list[Device],
+    options: ResourceSettings,
+    api: str,
 ) -> ResourceSpec:
     return ResourceSpec(
         name=name,
@@ -315,6 +405,10 @@ def _spec(
         preferred_policy=options.preferred_policy,
         allocate_faults=options.allocate_faults,
         failing=options.failing,
+        api=api,
+        replicas=options.replicas,
+        attributes=options.attributes,
+        capacity=options.capacity,
     )
 
 

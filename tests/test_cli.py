@@ -63,7 +63,7 @@ def test_strict_perms_env_switch(tmp_path: Path, examples: Path) -> None:
 def test_resources_shows_faults_topology_and_replicas(examples: Path) -> None:
     code, table = invoke("resources", "--config", str(examples / "health-faults.yml"))
     assert code == 0
-    rows = {line.split()[1]: line.split(None, 5)[3:] for line in table.splitlines()[1:]}
+    rows = {line.split()[2]: line.split(None, 6)[4:] for line in table.splitlines()[1:]}
     assert rows["gizmo-mk2-gizmo0"][0] == "Unhealthy"  # the whole resource is failing
     assert rows["snaffler-v1-wibble2"] == ["Healthy", "-", "after 30s, for 60s"]
     assert rows["snaffler-v1-wibble3"][2] == "after 5s, flap 10s"
@@ -79,7 +79,8 @@ def test_resources_table_and_json(examples: Path) -> None:
     code, table = invoke("resources", "--config", str(examples / "widget.yml"))
     assert code == 0
     assert table.splitlines()[1].split() == [
-        "ska-sdp.org/snaffler-v1", "snaffler-v1-wibble1", "/dev/wibble1", "Healthy", "-", "-",
+        "ska-sdp.org/snaffler-v1", "device-plugin", "snaffler-v1-wibble1", "/dev/wibble1",
+        "Healthy", "-", "-",
     ]  # fmt: skip
     code, text = invoke("resources", "--config", str(examples / "widget.yml"), "-o", "json")
     document = json.loads(text)

@@ -219,7 +219,7 @@ def problems_of(text: str) -> list[str]:
         ("nodes:\n- {match: ' '}\ndevices: []\n",
          "c.yml:2: nodes[0].match: must be a non-empty string, not a string (' ')"),
         ("devices: []\nextra: 1\n", "c.yml:2: extra: unknown key; expected one of: domain, "
-         "devices, resources, nodes"),
+         "api, dra, devices, resources, nodes"),
     ],
     ids=["bad-flap", "day-unit", "duration-over-max", "nul", "int-env-key", "bool-seed",
          "float-numa", "blank-match", "unknown-top-key"],
