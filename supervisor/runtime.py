@@ -1,8 +1,10 @@
-"""The running supervisor: one worker per resource, kept in step with config and kubelet.
+"""The running supervisor: the config, kept served by backends.
 
-Owns lifecycle and ordering: start-up (config, metrics endpoint, watches, workers),
-reload by reconciliation, reaction to kubelet restarts and vanished sockets, signals,
-and an orderly shutdown with a deadline. Parsing, planning and serving live elsewhere.
+Owns the config source (first load, reloads through inotify, a rejected file keeping the
+last good config serving), the metrics and health endpoint, signals, and the order of
+start-up and shutdown (with a deadline). What serves resources are `Backend`s, each
+given its share of the config's resources (`ResourceSpec.api`): the device-plugin
+backend always, others (DRA) as given. Parsing, planning and serving live elsewhere.
 """
 
 from __future__ import annotations
@@ -13,31 +15,24 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from plugin_worker.api import KUBELET_SOCKET, ResourceSpec
-from plugin_worker.worker import REGISTER_TIMEOUT, PluginWorker, WorkerError
+from plugin_worker.worker import REGISTER_TIMEOUT, PluginWorker
 from supervisor import podresources
-from supervisor.cdi import DEFAULT_CDI_DIR, CdiWriter
+from supervisor.backend import Backend
+from supervisor.cdi import DEFAULT_CDI_DIR
 from supervisor.config import Config, read_config
+from supervisor.device_plugin_backend import DevicePluginBackend, DevicePluginSettings
 from supervisor.errors import ConfigError
 from supervisor.http import MetricsServer
-from supervisor.metrics import Metrics, ResourceState, SupervisorState
+from supervisor.metrics import Metrics, SupervisorState
 from supervisor.parse_process import ConfigParser
 from supervisor.podresources import PodResourcesMonitor
-from supervisor.reconcile import changes, plan
 from supervisor.watch import (
     CREATE,
-    DELETE,
-    DELETE_SELF,
-    ISDIR,
-    MOVE_SELF,
-    MOVED_FROM,
-    MOVED_TO,
-    Q_OVERFLOW,
     DirectoryWatcher,
 )
 
@@ -70,19 +65,29 @@ class Settings:
 class Supervisor:
     """Runs until `request_stop`; see the module docstring for what it owns."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, backends: Sequence[Backend] = ()) -> None:
+        """`backends` beside the device-plugin one (which is always there)."""
         self.settings = settings
-        self.workers: dict[str, PluginWorker] = {}
-        self.failed: dict[str, ResourceSpec] = {}
         self.metrics = Metrics(self._snapshot)
         self.metrics_address: tuple[str, int] | None = None
         self._http = MetricsServer(self.metrics.registry, alive=self._health, ready=self._readiness)
-        self._cdi = CdiWriter(settings.cdi_dir)
+        self.device_plugins = DevicePluginBackend(
+            DevicePluginSettings(
+                plugin_dir=settings.plugin_dir,
+                register_timeout=settings.register_timeout,
+                cdi_dir=settings.cdi_dir,
+            ),
+            self.metrics,
+            self._spawn,
+        )
+        self.backends: tuple[Backend, ...] = (self.device_plugins, *backends)
         self._parser = ConfigParser()
         self.pod_resources: PodResourcesMonitor | None = None
         if settings.pod_resources_interval > 0:
             self.pod_resources = PodResourcesMonitor(
-                settings.pod_resources_socket, settings.pod_resources_interval, lambda: self.workers
+                settings.pod_resources_socket,
+                settings.pod_resources_interval,
+                lambda: self.device_plugins.workers,
             )
             self.metrics.after_allocate = self.pod_resources.allocated
         self._watcher: DirectoryWatcher | None = None
@@ -93,10 +98,13 @@ class Supervisor:
         self._reload_lock = asyncio.Lock()
         self._pending_check: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._failed_why: dict[str, str] = {}
-        """Why each resource of `failed` could not start (read only for names in `failed`)."""
         self._started = False
         """Start-up has finished: the first config applied (readiness says "starting" before)."""
+
+    @property
+    def workers(self) -> dict[str, PluginWorker]:
+        """The device-plugin workers, by resource name."""
+        return self.device_plugins.workers
 
     # -- public --------------------------------------------------------------------
 
@@ -113,10 +121,10 @@ class Supervisor:
         self.metrics_address = await self._http.start(self.settings.metrics_address)
         logger.info("metrics on http://%s:%d/metrics", *self.metrics_address)
         try:
-            self.settings.plugin_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
             self._watcher = DirectoryWatcher(self._on_event)
+            for backend in self.backends:
+                await backend.start(self._watcher)
             self._watch_config()
-            self._watcher.watch(self.settings.plugin_dir)
             await self._apply(config)
             if self.pod_resources is not None:
                 self._spawn(self.pod_resources.run(), "pod-resources")
@@ -211,11 +219,10 @@ class Supervisor:
         symlink that kubelet swaps by rename; the swap is a MOVED_TO in the directory.
         """
         assert self._watcher is not None
-        path = self.settings.config.absolute()
-        wanted = {path.parent, Path(os.path.realpath(path)).parent}
-        keep = wanted | {self.settings.plugin_dir}
-        if self.settings.plugin_dir not in self._watcher.watched:
-            keep.add(self.settings.plugin_dir.parent)  # waiting for the plugin dir to return
+        wanted = self._config_dirs()
+        keep = set(wanted)
+        for backend in self.backends:
+            keep |= backend.directories()
         # A directory that is gone (deleted with the config in it) is waited for from
         # its nearest existing ancestor: the event of its return triggers a check,
         # which comes back here and watches the directory itself again.
@@ -227,6 +234,10 @@ class Supervisor:
         for directory in targets:
             self._watcher.watch(directory)
 
+    def _config_dirs(self) -> set[Path]:
+        path = self.settings.config.absolute()
+        return {path.parent, Path(os.path.realpath(path)).parent}
+
     def _schedule_config_check(self) -> None:
         if self._pending_check is None:
             loop = asyncio.get_running_loop()
@@ -236,96 +247,30 @@ class Supervisor:
         self._pending_check = None
         self._spawn(self.reload(), "config-reload")
 
-    # -- workers -------------------------------------------------------------------
+    # -- backends ------------------------------------------------------------------
 
     async def _apply(self, config: Config, reason: str = "started") -> None:
-        desired = {spec.name: spec for spec in config.resources}
-        running = {name: worker.spec for name, worker in self.workers.items()}
-        steps = plan(desired, running)
-        self.failed = {n: s for n, s in self.failed.items() if n in desired}
-        await asyncio.gather(*(self._stop_worker(name) for name in steps.stop))
-        for spec in steps.update:
-            worker = self.workers[spec.name]
-            old = worker.spec
-            reregister = worker.update(spec)
-            self._write_cdi(spec)
-            if old.cdi_kind is not None and spec.cdi_kind is None:
-                self._remove_cdi(old)
-            logger.info("[%s] changed: %s%s", spec.name, changes(old, spec),
-                        "; registering again (kubelet reads options only then)"
-                        if reregister else "")  # fmt: skip
-        await asyncio.gather(*(self._start_worker(spec) for spec in steps.start))
+        """Hand each backend its share of the config's resources."""
+        summaries = await asyncio.gather(
+            *(
+                backend.apply([s for s in config.resources if s.api == backend.api], config)
+                for backend in self.backends
+            )
+        )
         self._watch_config()
-        logger.info("%s %s: %s", reason, self.settings.config, steps.summary())
-
-    async def _start_worker(self, spec: ResourceSpec) -> None:
-        worker = PluginWorker(
-            spec,
-            plugin_dir=self.settings.plugin_dir,
-            events=self.metrics,
-            register_timeout=self.settings.register_timeout,
-        )
-        self.metrics.resource_added(spec.name)
-        try:
-            await worker.start()
-        except (WorkerError, OSError) as error:
-            self.failed[spec.name] = spec
-            # WorkerError messages already name the resource; say it once.
-            detail = str(error).removeprefix(f"[{spec.name}] ")
-            self._failed_why[spec.name] = (
-                error.reason if isinstance(error, WorkerError) and error.reason else detail
-            )
-            logger.error(
-                "[%s] cannot serve: %s; will retry when its socket path is freed, on the next "
-                "config change, or on SIGHUP",
-                spec.name,
-                detail,
-            )
-            return
-        self.failed.pop(spec.name, None)
-        self.workers[spec.name] = worker
-        self._write_cdi(spec)
-        logger.info(
-            "[%s] serving %d devices on %s", spec.name, len(spec.devices), worker.socket_name
-        )
-
-    async def _stop_worker(self, name: str) -> None:
-        worker = self.workers.pop(name)
-        await worker.stop(STOP_GRACE)
-        self.metrics.resource_removed(name)
-        self._remove_cdi(worker.spec)
-
-    def _remove_cdi(self, spec: ResourceSpec) -> None:
-        try:
-            self._cdi.remove(spec)
-        except OSError as error:
-            logger.error("[%s] cannot remove its CDI spec: %s", spec.name, error)
-
-    def _write_cdi(self, spec: ResourceSpec) -> None:
-        try:
-            self._cdi.write(spec)
-        except OSError as error:
-            logger.error(
-                "[%s] cannot write its CDI spec to %s: %s; containers asking for it will "
-                "not start under a CDI-enabled runtime (check --cdi-dir)",
-                spec.name,
-                self.settings.cdi_dir,
-                error,
-            )
+        logger.info("%s %s: %s", reason, self.settings.config, _joined(self.backends, summaries))
 
     # -- filesystem events ---------------------------------------------------------
 
     def _on_event(self, directory: Path, name: str, mask: int) -> None:
-        if directory == self.settings.plugin_dir:
-            self._on_plugin_dir_event(name, mask)
-        elif (
-            directory == self.settings.plugin_dir.parent
-            and name == self.settings.plugin_dir.name
-            and mask & (CREATE | MOVED_TO)
-            and mask & ISDIR
+        theirs = False
+        for backend in self.backends:
+            if directory in backend.directories():
+                backend.on_event(directory, name, mask)
+                theirs = True
+        if (not theirs or directory in self._config_dirs()) and self._config_event(
+            directory, name, mask
         ):
-            self._plugin_dir_returned()
-        if directory != self.settings.plugin_dir and self._config_event(directory, name, mask):
             self._schedule_config_check()
 
     def _config_event(self, directory: Path, name: str, mask: int) -> bool:
@@ -334,56 +279,6 @@ class Supervisor:
         if mask == CREATE:
             return (directory / name).is_symlink()
         return True
-
-    def _on_plugin_dir_event(self, name: str, mask: int) -> None:
-        if mask & (DELETE_SELF | MOVE_SELF):
-            self._plugin_dir_gone()
-        elif name == KUBELET_SOCKET and mask & (CREATE | MOVED_TO):
-            logger.info("kubelet (re)started: %s appeared; registering every resource", name)
-            for worker in self.workers.values():
-                worker.kubelet_restarted()
-        elif mask & (DELETE | MOVED_FROM | MOVED_TO | Q_OVERFLOW):
-            # MOVED_TO: something was renamed over our socket; the worker checks.
-            for worker in self.workers.values():
-                if mask & Q_OVERFLOW or worker.socket_name == name:
-                    worker.socket_removed()
-            if mask & (DELETE | MOVED_FROM | Q_OVERFLOW) and self.failed:
-                self._retry_failed(name)
-
-    def _retry_failed(self, freed: str) -> None:
-        """A path in the plugin dir was freed: start resources that could not serve there
-        (another instance held the socket, or a foreign file sat at its name)."""
-        due = [s for s in self.failed.values()
-               if freed in ("", s.socket_name(str(self.settings.plugin_dir)))]  # fmt: skip
-        if due and not self._stopping.is_set():
-            self._spawn(self._start_failed(due), "retry-failed")
-
-    async def _start_failed(self, specs: list[ResourceSpec]) -> None:
-        async with self._reload_lock:
-            for spec in specs:
-                if self.failed.get(spec.name) == spec and spec.name not in self.workers:
-                    logger.info("[%s] its socket path is free now; starting", spec.name)
-                    await self._start_worker(spec)
-
-    def _plugin_dir_gone(self) -> None:
-        assert self._watcher is not None
-        logger.warning(
-            "plugin dir %s was removed; waiting for it to return", self.settings.plugin_dir
-        )
-        self._watcher.unwatch(self.settings.plugin_dir)
-        self._watcher.watch(self.settings.plugin_dir.parent)
-        if self.settings.plugin_dir.is_dir():  # it came back before we looked
-            self._plugin_dir_returned()
-
-    def _plugin_dir_returned(self) -> None:
-        assert self._watcher is not None
-        if self._watcher.watch(self.settings.plugin_dir):
-            logger.info("plugin dir %s is back; recreating sockets", self.settings.plugin_dir)
-            for worker in self.workers.values():
-                worker.socket_removed()
-                if (self.settings.plugin_dir / KUBELET_SOCKET).exists():
-                    worker.kubelet_restarted()
-            self._retry_failed("")
 
     # -- signals, tasks, shutdown --------------------------------------------------
 
@@ -402,9 +297,9 @@ class Supervisor:
         """SIGUSR1: one line of what the process holds, to spot leaks on a long-lived node."""
         tasks = sorted(t.get_name() for t in asyncio.all_tasks())
         logger.info(
-            "state: %d resources, %d failed, %d tasks [%s], %d threads, %d fds",
-            len(self.workers), len(self.failed), len(tasks), ", ".join(tasks),
-            threading.active_count(), len(os.listdir("/proc/self/fd")),
+            "state: %s; %d tasks [%s], %d threads, %d fds",
+            "; ".join(backend.summary() for backend in self.backends), len(tasks),
+            ", ".join(tasks), threading.active_count(), len(os.listdir("/proc/self/fd")),
         )  # fmt: skip
 
     def _on_hup(self) -> None:
@@ -436,9 +331,9 @@ class Supervisor:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         try:
             async with asyncio.timeout(STOP_DEADLINE):
-                await asyncio.gather(*(self._stop_worker(n) for n in list(self.workers)))
+                await asyncio.gather(*(backend.stop() for backend in self.backends))
         except TimeoutError:
-            logger.error("workers did not stop within %.1f s; exiting anyway", STOP_DEADLINE)
+            logger.error("backends did not stop within %.1f s; exiting anyway", STOP_DEADLINE)
         await self._http.stop()
         self._parser.close()
         logger.info("stopped")
@@ -446,12 +341,7 @@ class Supervisor:
     # -- state for metrics and health ----------------------------------------------
 
     def _snapshot(self) -> SupervisorState:
-        states = [
-            ResourceState(name=w.name, devices=w.devices, registered=w.registered)
-            for w in self.workers.values()
-        ]
-        states += [ResourceState(name=s.name, devices=s.devices, registered=False)
-                   for s in self.failed.values()]  # fmt: skip
+        states = [state for backend in self.backends for state in backend.states()]
         monitor = self.pod_resources
         return SupervisorState(
             resources=tuple(states),
@@ -463,8 +353,7 @@ class Supervisor:
     def _health(self) -> str:
         """/healthz (liveness): answering at all is the check, as the answer comes from the
         event loop that serves every resource; a stalled loop makes the probe time out."""
-        registered = sum(1 for w in self.workers.values() if w.registered)
-        return f"ok: {len(self.workers)} resources served, {registered} registered"
+        return "ok: " + "; ".join(backend.summary() for backend in self.backends)
 
     def _readiness(self) -> tuple[bool, str]:
         """/readyz: every resource of the current config serving on its socket, and that
@@ -474,10 +363,7 @@ class Supervisor:
             return False, "starting"
         if self._stopping.is_set():
             return False, "stopping"
-        wrong = {name: self._failed_why.get(name, "cannot serve") for name in self.failed}
-        for name, worker in self.workers.items():
-            if (problem := worker.serving_problem) is not None:
-                wrong[name] = problem
+        wrong = {name: why for backend in self.backends for name, why in backend.problems().items()}
         problems = [f"{name}: {why}" for name, why in sorted(wrong.items())]
         if self._config_error is not None:
             rejected = self._config_error.splitlines() or ["(no reason given)"]
@@ -486,7 +372,14 @@ class Supervisor:
                 problems.append(f"config rejected: ... {len(rejected) - READY_LINES} more")
         if problems:
             return False, "\n".join(problems)
-        return True, f"ok: {len(self.workers)} resources serving"
+        serving = sum(len(backend.states()) for backend in self.backends)
+        return True, f"ok: {serving} resources serving"
+
+
+def _joined(backends: Sequence[Backend], summaries: Sequence[str]) -> str:
+    if len(backends) == 1:
+        return summaries[0]
+    return "; ".join(f"{b.api}: {s}" for b, s in zip(backends, summaries, strict=True))
 
 
 def _nearest_existing(directory: Path) -> Path:
