@@ -269,7 +269,7 @@ class Registry:
 
     def delete(self, rt: ResourceType, namespace: str, name: str, options: Any) -> JSON:
         live = self.get(rt, namespace, name)
-        pre = (options or {}).get("preconditions") or {} if isinstance(options, dict) else {}
+        pre = (options.get("preconditions") if isinstance(options, dict) else None) or {}
         for field, label in (("uid", "UID"), ("resourceVersion", "ResourceVersion")):
             if pre.get(field) and pre[field] != live["metadata"].get(field):
                 raise errors.conflict(

@@ -662,6 +662,29 @@ async def test_delete_answers_like_upstream_and_generate_name(raw: httpx2.AsyncC
     assert (await raw.delete(f"{path}/s")).json()["kind"] == "ResourceSlice"  # the object
 
 
+async def test_finalizers_json_patch_and_delete_preconditions(
+    raw: httpx2.AsyncClient, apiserver: ApiServer
+) -> None:
+    node_path = "/api/v1/nodes/n1"
+    body = {"metadata": {"name": "n1", "finalizers": ["example.com/keep"]}}
+    made = (await raw.post("/api/v1/nodes", json=body)).json()
+    stale = {"preconditions": {"resourceVersion": "999"}}
+    refused = await raw.request("DELETE", node_path, json=stale)
+    assert refused.status_code == 409
+    assert status_of(refused)["message"] == (
+        'Operation cannot be fulfilled on nodes "n1": Precondition failed: ResourceVersion in '
+        f"precondition: 999, ResourceVersion in object meta: {made['metadata']['resourceVersion']}"
+    )
+    pending = (await raw.delete(node_path)).json()
+    assert pending["metadata"]["deletionTimestamp"]  # kept until its finalizers are gone
+    patch = [{"op": "remove", "path": "/metadata/finalizers"}]
+    headers = {"Content-Type": "application/json-patch+json"}
+    done = await raw.patch(node_path, content=json.dumps(patch), headers=headers)
+    assert done.status_code == 200
+    assert (await raw.get(node_path)).status_code == 404
+    assert apiserver.objects("nodes") == []
+
+
 async def test_a_token_is_required_when_set(tmp_path: Path) -> None:
     server = ApiServer(token="s3cret")
     await server.start()
