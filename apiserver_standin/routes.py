@@ -82,6 +82,7 @@ class Api:
     async def handle(self, request: Request) -> Response | Stream:
         try:
             self.authenticate(request)
+            _refuse_dry_run(request)
             return await self._route(request)
         except errors.ApiError as error:
             return error_response(error)
@@ -232,6 +233,12 @@ class Api:
             force=request.query.get("force", "") in ("1", "true", "True"),
         )
         return json_response(status, obj)
+
+
+def _refuse_dry_run(request: Request) -> None:
+    # Refused rather than ignored: ignoring it would persist a mere trial.
+    if request.query.get("dryRun"):
+        raise errors.bad_request("dryRun is not supported by the API server stand-in")
 
 
 def _body(request: Request) -> Any:

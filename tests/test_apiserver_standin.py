@@ -620,8 +620,25 @@ async def test_injected_429_carries_retry_after(
                 "details": {},
             },
         ),
+        (
+            "POST",
+            "/api/v1/nodes?dryRun=All",
+            {"metadata": {"name": "n2"}},
+            400,
+            {
+                "message": "dryRun is not supported by the API server stand-in",
+                "reason": "BadRequest",
+            },
+        ),
     ],
-    ids=["not-found", "not-found-grouped", "already-exists", "invalid", "unknown-resource"],
+    ids=[
+        "not-found",
+        "not-found-grouped",
+        "already-exists",
+        "invalid",
+        "unknown-resource",
+        "dry-run-refused",
+    ],
 )
 async def test_failures_are_upstream_status_objects(
     raw: httpx2.AsyncClient,
