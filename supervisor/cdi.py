@@ -11,13 +11,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from plugin_worker.api import ResourceSpec
+from plugin_worker.atomic import write_atomically
 from plugin_worker.inventory import DEVICE_PERMISSIONS, is_device_node
 
 logger = logging.getLogger(__name__)
@@ -65,18 +64,8 @@ class CdiWriter:
             return None
         self.directory.mkdir(parents=True, exist_ok=True)
         target = self.directory / spec_file_name(spec.cdi_kind)
-        text = json.dumps(cdi_document(spec), indent=2) + "\n"
-        # Write then rename, so a runtime never reads half a file.
-        fd, temporary = tempfile.mkstemp(dir=self.directory, prefix=".widget-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(text)
-            os.chmod(temporary, 0o644)
-            os.replace(temporary, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
-            raise
+        # Written then renamed, so a runtime never reads half a file.
+        write_atomically(target, json.dumps(cdi_document(spec), indent=2) + "\n")
         logger.info("[%s] wrote CDI spec %s", spec.name, target)
         return target
 

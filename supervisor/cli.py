@@ -33,6 +33,7 @@ from plugin_worker.api import (
 from supervisor import __version__, bundled, config_schema
 from supervisor.cdi import DEFAULT_CDI_DIR
 from supervisor.config import DEFAULT_DOMAIN, Config, read_config
+from supervisor.dra_backend import DEFAULT_KUBELET_ROOT
 from supervisor.errors import ConfigError
 from supervisor.http import AddressError, parse_address
 from supervisor.logs import setup_logging
@@ -163,6 +164,19 @@ def main() -> None:
     show_default=True, envvar="WIDGET_POD_RESOURCES_INTERVAL", show_envvar=True,
     help="Seconds between pod-resources polls (also right after each Allocate); 0: off.",
 )  # fmt: skip
+@click.option(
+    "--kubelet-root-dir", type=click.Path(path_type=Path, file_okay=False),
+    default=str(DEFAULT_KUBELET_ROOT), show_default=True, envvar="WIDGET_KUBELET_ROOT_DIR",
+    show_envvar=True,
+    help="kubelet's root directory: DRA plugins register in its plugins_registry/ and serve "
+    "in its plugins/ (api: dra only).",
+)  # fmt: skip
+@click.option(
+    "--kubeconfig", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+    envvar="WIDGET_KUBECONFIG", show_envvar=True,
+    help="Kubernetes API access for DRA (ResourceSlices, ResourceClaims)  [default: the "
+    "pod's service account, else $KUBECONFIG or ~/.kube/config]",
+)  # fmt: skip
 @_node_option
 @_with_logging
 @_domain_option
@@ -175,6 +189,8 @@ def run(
     cdi_dir: Path,
     pod_resources_socket: Path | None,
     pod_resources_interval: float,
+    kubelet_root_dir: Path,
+    kubeconfig: Path | None,
     node_name: str,
     log_level: str,
     log_format: str,
@@ -198,6 +214,8 @@ def run(
             pod_resources_socket or plugin_dir.absolute().parent / "pod-resources" / "kubelet.sock"
         ).absolute(),
         pod_resources_interval=pod_resources_interval,
+        kubelet_root=kubelet_root_dir.absolute(),
+        kubeconfig=None if kubeconfig is None else kubeconfig.absolute(),
     )
     logging.getLogger(__name__).info("node name %s (for the config's nodes: entries)", node_name)
     try:

@@ -34,6 +34,15 @@ class ResourceState:
 
 
 @dataclass(frozen=True, slots=True)
+class DraState:
+    """The DRA backend's state, while it has DRA resources."""
+
+    registered: bool
+    prepared: dict[str, int]
+    """Claims prepared now, by resource."""
+
+
+@dataclass(frozen=True, slots=True)
 class SupervisorState:
     resources: tuple[ResourceState, ...]
     config_ok: bool
@@ -41,6 +50,8 @@ class SupervisorState:
     pod_resources_up: bool | None = None
     """None when the pod-resources monitor is off."""
     holders: tuple[Holder, ...] = ()
+    dra: DraState | None = None
+    """None while no resource is served through DRA."""
 
 
 ERROR_REASONS = ("unknown_device", "invalid_request", "injected_failure")
@@ -71,6 +82,8 @@ class _StateCollector(Collector):
         yield registered
         if state.pod_resources_up is not None:
             yield from _usage(state)
+        if state.dra is not None:
+            yield from _dra(state.dra)
         yield GaugeMetricFamily(
             "widget_config_last_reload_successful",
             "1 if the config on disk is the one being served, 0 if the newest one was rejected.",
@@ -82,6 +95,22 @@ class _StateCollector(Collector):
         )  # fmt: skip
         info.add_metric([__version__], 1)
         yield info
+
+
+def _dra(state: DraState) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        "widget_dra_plugin_registered",
+        "1 while the DRA kubelet plugin is registered with kubelet, else 0.",
+        value=1 if state.registered else 0,
+    )
+    prepared = GaugeMetricFamily(
+        "widget_dra_prepared_claims",
+        "ResourceClaims prepared on this node (CDI spec written), by resource.",
+        labels=["resource"],
+    )
+    for resource, count in sorted(state.prepared.items()):
+        prepared.add_metric([resource], count)
+    yield prepared
 
 
 def _usage(state: SupervisorState) -> Iterator[Metric]:
@@ -153,6 +182,25 @@ class Metrics:
         )  # fmt: skip
         for result in ("success", "failure"):
             self.config_reloads.labels(result)
+        self.dra_prepares = Counter(
+            "widget_dra_prepare_total",
+            "ResourceClaims prepared through DRA (NodePrepareResources), by result.",
+            ["result"], registry=r,
+        )  # fmt: skip
+        self.dra_prepare_duration = Histogram(
+            "widget_dra_prepare_duration_seconds",
+            "Time spent preparing one ResourceClaim, in seconds.",
+            buckets=ALLOCATE_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.dra_slice_writes = Counter(
+            "widget_dra_resourceslice_writes_total",
+            "ResourceSlice creates, updates and deletes, by result (ok, conflict, error).",
+            ["result"], registry=r,
+        )  # fmt: skip
+        for result in ("success", "error"):
+            self.dra_prepares.labels(result)
+        for result in ("ok", "conflict", "error"):
+            self.dra_slice_writes.labels(result)
         self._children: dict[str, tuple[Counter, Counter, Histogram]] = {}
         self.after_allocate: Callable[[], None] | None = None
         """Called after every successful Allocate (the pod-resources monitor's cue)."""
@@ -185,6 +233,15 @@ class Metrics:
     def registration_changed(self, resource: str, *, registered: bool) -> None:
         if registered:
             self.registrations.labels(resource).inc()
+
+    # -- DRA -----------------------------------------------------------------------
+
+    def prepared(self, *, result: str, seconds: float) -> None:
+        self.dra_prepares.labels(result).inc()
+        self.dra_prepare_duration.observe(seconds)
+
+    def resourceslice_written(self, result: str) -> None:
+        self.dra_slice_writes.labels(result).inc()
 
     # -- lifecycle -----------------------------------------------------------------
 

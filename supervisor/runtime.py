@@ -26,6 +26,7 @@ from supervisor.backend import Backend
 from supervisor.cdi import DEFAULT_CDI_DIR
 from supervisor.config import Config, read_config
 from supervisor.device_plugin_backend import DevicePluginBackend, DevicePluginSettings
+from supervisor.dra_backend import DEFAULT_KUBELET_ROOT, ClientFactory, DraBackend, DraSettings
 from supervisor.errors import ConfigError
 from supervisor.http import MetricsServer
 from supervisor.metrics import Metrics, SupervisorState
@@ -60,13 +61,24 @@ class Settings:
     pod_resources_socket: Path = Path(podresources.DEFAULT_SOCKET)
     pod_resources_interval: float = podresources.DEFAULT_INTERVAL
     """Seconds between pod-resources polls; 0 turns the monitor off."""
+    kubelet_root: Path = DEFAULT_KUBELET_ROOT
+    """Where kubelet looks for DRA plugins (plugins_registry/, plugins/)."""
+    kubeconfig: Path | None = None
+    """For DRA: None is the pod's service account, else $KUBECONFIG or ~/.kube/config."""
 
 
 class Supervisor:
     """Runs until `request_stop`; see the module docstring for what it owns."""
 
-    def __init__(self, settings: Settings, backends: Sequence[Backend] = ()) -> None:
-        """`backends` beside the device-plugin one (which is always there)."""
+    def __init__(
+        self,
+        settings: Settings,
+        backends: Sequence[Backend] = (),
+        *,
+        client_factory: ClientFactory | None = None,
+    ) -> None:
+        """`backends` beside the device-plugin and DRA ones (which are always there);
+        `client_factory` makes the DRA backend's Kubernetes client (tests give one)."""
         self.settings = settings
         self.metrics = Metrics(self._snapshot)
         self.metrics_address: tuple[str, int] | None = None
@@ -80,7 +92,17 @@ class Supervisor:
             self.metrics,
             self._spawn,
         )
-        self.backends: tuple[Backend, ...] = (self.device_plugins, *backends)
+        self.dra = DraBackend(
+            DraSettings(
+                node_name=settings.node_name,
+                cdi_dir=settings.cdi_dir,
+                kubelet_root=settings.kubelet_root,
+                kubeconfig=settings.kubeconfig,
+            ),
+            self.metrics,
+            client_factory,
+        )
+        self.backends: tuple[Backend, ...] = (self.device_plugins, self.dra, *backends)
         self._parser = ConfigParser()
         self.pod_resources: PodResourcesMonitor | None = None
         if settings.pod_resources_interval > 0:
@@ -348,6 +370,7 @@ class Supervisor:
             config_ok=self._config_error is None,
             pod_resources_up=None if monitor is None else monitor.available,
             holders=() if monitor is None else monitor.holders,
+            dra=self.dra.state(),
         )
 
     def _health(self) -> str:

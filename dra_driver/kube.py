@@ -1,0 +1,100 @@
+"""Access to the Kubernetes API for DRA mode, through lightkube.
+
+Why lightkube (and not kubernetes_asyncio): an asyncio client with typed signatures,
+watches that resume from the last resourceVersion, server-side apply and a small import
+(kubernetes_asyncio's generated package costs ~100 MB of RSS and seconds of import on a
+node agent). The resource.k8s.io objects are used as generic (dict) resources, so a field
+newer than the installed models (e.g. ``allowMultipleAllocations``) is never dropped.
+
+Owns the client's construction (``--kubeconfig``, else the pod's service account, else
+``$KUBECONFIG``/``~/.kube/config``), the resource types, and how API errors are read
+(retryable or not, how long to wait). Knows nothing of slices or claims.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx2
+from lightkube import AsyncClient, KubeConfig
+from lightkube.core.exceptions import ApiError
+from lightkube.generic_resource import create_global_resource, create_namespaced_resource
+
+FIELD_MANAGER = "widget-supervisor"
+
+ResourceSlice = create_global_resource("resource.k8s.io", "v1", "ResourceSlice", "resourceslices")
+ResourceClaim = create_namespaced_resource(
+    "resource.k8s.io", "v1", "ResourceClaim", "resourceclaims"
+)
+DeviceClass = create_global_resource("resource.k8s.io", "v1", "DeviceClass", "deviceclasses")
+
+
+def plain(obj: object) -> dict[str, Any]:
+    """A generic resource as the API server's JSON (it is a dict already)."""
+    assert isinstance(obj, dict), type(obj)
+    return dict(obj)
+
+
+CONFLICT = 409
+GONE = 410
+
+
+def make_client(kubeconfig: Path | None = None) -> AsyncClient:
+    config = KubeConfig.from_file(kubeconfig) if kubeconfig is not None else KubeConfig.from_env()
+    return AsyncClient(config=config, field_manager=FIELD_MANAGER, timeout=httpx2.Timeout(10.0))
+
+
+def status_code(error: BaseException) -> int | None:
+    """The HTTP status of an API error; None for a connection failure or timeout."""
+    if isinstance(error, ApiError):
+        code = error.status.code
+        return int(code) if code is not None else None
+    return None
+
+
+def describe(error: BaseException) -> str:
+    """One line for a log or /readyz: what the API server said, or why it could not."""
+    if isinstance(error, ApiError):
+        return f"{error.status.code} {error.status.reason}: {error.status.message}"
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+API_ERRORS = (httpx2.HTTPError, OSError)
+"""What a request to the API server can raise that is not a bug of ours."""
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with jitter, as client-go's (0.5 s doubling to 30 s); an API
+    server's Retry-After (a 429's, or a Status' retryAfterSeconds) wins when given."""
+
+    initial: float = 0.5
+    cap: float = 30.0
+    _next: float = field(default=0.0, init=False)
+
+    def delay(self, error: BaseException | None = None) -> float:
+        after = _retry_after(error)
+        self._next = min(self.cap, self._next * 2) if self._next else self.initial
+        if after is not None:
+            return after
+        return self._next * random.uniform(0.8, 1.2)  # jitter, not crypto
+
+    def reset(self) -> None:
+        self._next = 0.0
+
+
+def _retry_after(error: BaseException | None) -> float | None:
+    if not isinstance(error, ApiError):
+        return None
+    details = error.status.details
+    if details is not None and details.retryAfterSeconds:
+        return float(details.retryAfterSeconds)
+    response: httpx2.Response | None = error.response  # None for a watch's ERROR event
+    header = response.headers.get("Retry-After") if response is not None else None
+    try:
+        return float(header) if header else None
+    except ValueError:
+        return None
