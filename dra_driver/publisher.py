@@ -198,7 +198,9 @@ class SlicePublisher:
                 await asyncio.sleep(backoff.delay(error))
                 continue
             backoff.reset()
-            if not wrote and version == self._version:
+            if wrote:
+                self._dirty.set()  # one more pass finds nothing to do: then it is in sync
+            elif version == self._version:
                 self.problem = None
                 self._in_sync.set()
 

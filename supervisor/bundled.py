@@ -15,6 +15,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 
 DEMO_EXAMPLE = "multi.yml"
+DRA_DEMO_EXAMPLE = "dra.yml"
 
 
 def _directory() -> Traversable:

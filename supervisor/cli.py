@@ -23,6 +23,7 @@ import click
 
 from dra_driver.objects import device_classes, physical_devices
 from plugin_worker.api import (
+    APIS,
     DEFAULT_PLUGIN_DIR,
     DEVICE_PLUGIN,
     DRA,
@@ -386,11 +387,17 @@ def examples(name: str | None) -> None:
 )  # fmt: skip
 @click.option("--duration", type=click.FloatRange(min=0), default=None,
               help="Stop after this many seconds instead of waiting for Ctrl-C.")  # fmt: skip
+@click.option(
+    "--api", type=click.Choice(APIS), default=DEVICE_PLUGIN, show_default=True,
+    help="dra: serve through DRA, against local API-server and kubelet stand-ins "
+    f"(default config: the bundled {bundled.DRA_DEMO_EXAMPLE}).",
+)  # fmt: skip
 @_with_logging
 def demo(
     config: Path | None,
     metrics_address: str,
     duration: float | None,
+    api: str,
     log_level: str,
     log_format: str,
 ) -> None:
@@ -398,14 +405,29 @@ def demo(
     from supervisor.demo import run_demo
 
     setup_logging(log_level, log_format)
+    default = bundled.DRA_DEMO_EXAMPLE if api == DRA else bundled.DEMO_EXAMPLE
     with contextlib.ExitStack() as stack:
-        path = config or stack.enter_context(bundled.example_file(bundled.DEMO_EXAMPLE))
-        loaded = _load_or_exit(path, DEFAULT_DOMAIN, strict_perms=False)
+        path = config or stack.enter_context(bundled.example_file(default))
+        node: str | None = None
+        if api == DRA:
+            from supervisor.demo_dra import NODE
+
+            node = NODE
+        loaded = _load_or_exit(path, DEFAULT_DOMAIN, strict_perms=False, node_name=node)
         names = [spec.name for spec in loaded.resources]
+        copy = config is None
+        if api == DRA and not any(spec.api == DRA for spec in loaded.resources):
+            click.echo(f"error: no resource of {path} is served through DRA; add `api: dra` "
+                       "at its top level", err=True)  # fmt: skip
+            sys.exit(EXIT_CONFIG)
         try:
-            asyncio.run(
-                run_demo(path.absolute(), names, metrics_address, duration, copy=config is None)
-            )
+            if api == DRA:
+                from supervisor.demo_dra import run_dra_demo
+
+                asyncio.run(run_dra_demo(path.absolute(), loaded, metrics_address, duration,
+                                         copy=copy))  # fmt: skip
+            else:
+                asyncio.run(run_demo(path.absolute(), names, metrics_address, duration, copy=copy))
         except AddressError as error:
             click.echo(f"error: {error} (choose another --metrics-address)", err=True)
             sys.exit(EXIT_ADDRESS)

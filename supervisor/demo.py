@@ -21,7 +21,7 @@ from kubelet_standin.console import allocation_text, resource_table
 from supervisor.runtime import Settings, Supervisor
 
 
-def _stop_on_signals(stop: asyncio.Event) -> None:
+def stop_on_signals(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
@@ -69,7 +69,7 @@ async def run_kubelet(plugin_dir: Path, allocations: dict[str, int]) -> None:
     kubelet = KubeletStandIn(plugin_dir, on_change=changed)
     await kubelet.start()
     click.echo(f"kubelet stand-in serving {kubelet.socket_path}; Ctrl-C stops")
-    _stop_on_signals(stop)
+    stop_on_signals(stop)
     await stop.wait()
     if scheduled is not None:
         scheduled.cancel()
@@ -128,7 +128,7 @@ async def _show(
     duration: float | None,
 ) -> None:
     stop = asyncio.Event()
-    _stop_on_signals(stop)
+    stop_on_signals(stop)
     await kubelet.wait_registered(expected, timeout=15)
     click.echo(f"\nwidget-supervisor is serving {config} (edit it to see a live reload)")
     click.echo(f"plugin dir: {kubelet.plugin_dir}\n")

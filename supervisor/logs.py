@@ -39,3 +39,7 @@ def setup_logging(level: str, fmt: str) -> None:
     root.setLevel(level.upper())
     # gRPC's own Python logger is chatty about cancelled streams at shutdown.
     logging.getLogger("grpc").setLevel(max(logging.WARNING, root.level))
+    # The Kubernetes client's HTTP layer logs every request at INFO (a watch is one per
+    # reconnect, a publish one per slice); our own lines say what matters.
+    for name in ("httpx2", "httpcore2", "httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

@@ -49,7 +49,10 @@ PARSE_DEADLINE = 2.0
 BACKSTOP = 1.0
 """Seconds past the deadline after which a child that has not answered is killed."""
 MEMORY_LIMIT = 300 * 1024 * 1024
-"""The child's address space, which bounds its RSS; parsing 10,000 devices needs ~60 MB."""
+"""How far the child's address space may grow past what it starts with, which bounds its
+RSS; parsing 10,000 devices needs ~60 MB. On top of the start, not absolute: a child forked
+from a process that ran threads inherits their reserved stacks and malloc arenas (64 MB of
+address space each), which a fixed cap would already exceed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +79,8 @@ def _out_of_time(signum: int, frame: object) -> None:
 
 def _serve(conn: Connection, memory_limit: int) -> None:
     """The child: parse each request, answer with the config or the problems."""
-    resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
+    cap = _address_space() + memory_limit
+    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     signal.signal(signal.SIGALRM, _out_of_time)
     while True:
         try:
@@ -84,6 +88,12 @@ def _serve(conn: Connection, memory_limit: int) -> None:
         except (EOFError, OSError):  # the supervisor is gone
             return
         conn.send(_answer(conn, request, memory_limit))
+
+
+def _address_space() -> int:
+    """This process's address space now, in bytes (Linux: /proc/self/statm)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[0]) * resource.getpagesize()
 
 
 def _answer(conn: Connection, request: _Request, memory_limit: int) -> tuple[str, Any]:

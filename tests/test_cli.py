@@ -218,3 +218,27 @@ def test_kubelet_stand_in_command_serves_a_real_supervisor(tmp_path: Path, examp
     final_table = output.rsplit("RESOURCE", 1)[1]
     assert "ska-sdp.org/snaffler-v1" in final_table
     assert "Traceback" not in output
+
+
+@pytest.mark.slow
+def test_dra_demo_shows_slices_a_prepared_claim_and_its_environment() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "supervisor", "demo", "--api", "dra", "--duration", "0.5",
+         "--metrics-address", "127.0.0.1:0"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert re.search(r"demo-node-ska-sdp\.org-\w+ +1 +snaffler-v1-wibble1 +cores=128", out), out
+    assert "gizmo-mk2-gizmo0" in out
+    assert "shares 2" in out
+    assert re.search(r"claim demo/snaffler-v1: .* CDI ska-sdp\.org/claim=[-0-9a-f]+-0", out), out
+    assert "  env WIDGET_VISIBLE_DEVICES=/dev/wibble0" in out
+    assert "Traceback" not in result.stderr
+
+
+def test_dra_demo_refuses_a_config_without_dra(examples: Path) -> None:
+    code, output = invoke("demo", "--api", "dra", "--config", str(examples / "widget.yml"))
+    assert code == 1
+    assert "no resource of" in output
+    assert "add `api: dra`" in output

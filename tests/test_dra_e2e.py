@@ -197,6 +197,24 @@ async def test_api_server_restart_and_expired_watch(node: Node) -> None:
     await eventually(lambda: len(node.offered()) == 3, timeout=20, what="slices recreated")
 
 
+async def test_readiness_says_why_slices_wait_while_the_api_server_is_down(node: Node) -> None:
+    await eventually(node.offered)
+    ready = node.supervisor.metrics_url + "/readyz"
+    await eventually(lambda: http_get(ready).status == 200, thread=True, what="ready")
+    await node.api.stop()
+    node.config.write_text(CONFIG.replace("/dev/w2", "/dev/w4"))
+
+    def not_ready() -> str | None:
+        answer = http_get(ready)
+        return answer.text if answer.status == 503 else None
+
+    text = await eventually(not_ready, thread=True, timeout=20, what="/readyz: slices wait")
+    assert "ska-sdp.org/snaffler-v1: DRA ResourceSlices not published: API server" in text
+    await node.api.restart()
+    await eventually(lambda: "snaffler-v1-w4" in node.offered(), timeout=20)
+    await eventually(lambda: http_get(ready).status == 200, thread=True, what="ready again")
+
+
 async def test_sigterm_removes_slices_and_sockets(node: Node) -> None:
     await node.kubelet.wait_registered(DRIVER, timeout=10)
     await eventually(node.slices)

@@ -240,9 +240,7 @@ _TIGHT_CAP = """
 import sys
 from supervisor.errors import ConfigError
 from supervisor.parse_process import ConfigParser
-with open("/proc/self/status") as status:
-    size = next(int(l.split()[1]) * 1024 for l in status if l.startswith("VmSize:"))
-parser = ConfigParser(memory_limit=size + (4 << 20))
+parser = ConfigParser(memory_limit=4 << 20)
 try:
     parser.parse(sys.stdin.buffer.read(), source="big.yml")
 except ConfigError as error:
@@ -261,6 +259,30 @@ def test_a_parse_that_needs_too_much_memory_is_refused() -> None:
     )  # fmt: skip
     out = child.stdout.decode()
     assert re.match(r"big\.yml: (needs more than \d+ MB to parse|made the parser)", out), out
+
+
+_RESERVED = r"""
+import mmap
+from supervisor.parse_process import ConfigParser, only_python_threads
+reserved = mmap.mmap(-1, 1 << 30)  # address space, as thread stacks and arenas reserve it
+assert only_python_threads()  # so the child is forked, and inherits the reservation
+parser = ConfigParser()
+text = "devices:\n" + "".join(f"- {{type: a, model: b, device: /d{i}}}\n" for i in range(5000))
+try:
+    print(parser.parse(text.encode(), source="c.yml").device_count)
+finally:
+    parser.close()
+"""
+
+
+def test_the_memory_cap_is_on_top_of_what_the_child_inherits() -> None:
+    """A fork inherits the parent's address space (a process that ran gRPC threads holds
+    hundreds of MB of reserved arenas): a fixed 300 MB cap failed every parse there."""
+    child = subprocess.run(
+        [sys.executable, "-c", _RESERVED], capture_output=True, timeout=60, check=False
+    )
+    assert child.returncode == 0, child.stderr.decode()
+    assert child.stdout.decode() == "5000\n", child.stdout.decode()
 
 
 def test_a_number_with_too_many_digits_is_named() -> None:
