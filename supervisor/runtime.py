@@ -10,7 +10,6 @@ backend always, others (DRA) as given. Parsing, planning and serving live elsewh
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import signal
@@ -24,13 +23,13 @@ from plugin_worker.worker import REGISTER_TIMEOUT, PluginWorker
 from supervisor import podresources
 from supervisor.backend import Backend
 from supervisor.cdi import DEFAULT_CDI_DIR
-from supervisor.config import Config, read_config
+from supervisor.config import Config
+from supervisor.config_source import ConfigSource, Rejected
 from supervisor.device_plugin_backend import DevicePluginBackend, DevicePluginSettings
 from supervisor.dra_backend import DEFAULT_KUBELET_ROOT, ClientFactory, DraBackend, DraSettings
 from supervisor.errors import ConfigError
 from supervisor.http import MetricsServer
 from supervisor.metrics import Metrics, SupervisorState
-from supervisor.parse_process import ConfigParser
 from supervisor.podresources import PodResourcesMonitor
 from supervisor.watch import (
     CREATE,
@@ -103,7 +102,12 @@ class Supervisor:
             client_factory,
         )
         self.backends: tuple[Backend, ...] = (self.device_plugins, self.dra, *backends)
-        self._parser = ConfigParser()
+        self._source = ConfigSource(
+            settings.config,
+            domain=settings.domain,
+            node_name=settings.node_name,
+            strict_perms=settings.strict_perms,
+        )
         self.pod_resources: PodResourcesMonitor | None = None
         if settings.pod_resources_interval > 0:
             self.pod_resources = PodResourcesMonitor(
@@ -113,9 +117,6 @@ class Supervisor:
             )
             self.metrics.after_allocate = self.pod_resources.allocated
         self._watcher: DirectoryWatcher | None = None
-        self._config_key: tuple[str, int, int] | None = None
-        self._config_error: str | None = None
-        """Why the newest config on disk was rejected (None while it is the one serving)."""
         self._stopping = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._pending_check: asyncio.TimerHandle | None = None
@@ -138,7 +139,7 @@ class Supervisor:
         try:
             config = await self._load()
         except BaseException:
-            self._parser.close()
+            self._source.close()
             raise
         self.metrics_address = await self._http.start(self.settings.metrics_address)
         logger.info("metrics on http://%s:%d/metrics", *self.metrics_address)
@@ -168,65 +169,28 @@ class Supervisor:
     # -- config --------------------------------------------------------------------
 
     async def _load(self) -> Config:
-        path = self.settings.config
-        data = read_config(path, strict_perms=self.settings.strict_perms)
-        config = await self._parse(data)
-        self._config_key = self._key(data)
+        config = await self._source.load()
         logger.info(
             "loaded %s: %d resources, %d devices",
-            path,
+            self.settings.config,
             len(config.resources),
             config.device_count,
         )
         return config
 
-    async def _parse(self, data: bytes) -> Config:
-        # In a child process, bounded in time and memory: a hostile file can neither
-        # stall the event loop (every resource's Allocate) nor exhaust the node.
-        return await self._parser.parse_async(
-            data,
-            source=str(self.settings.config),
-            default_domain=self.settings.domain,
-            node_name=self.settings.node_name,
-        )
-
-    def _key(self, data: bytes) -> tuple[str, int, int]:
-        # Permissions are part of what was checked, so a chmod alone is a change too.
-        try:
-            st = os.stat(self.settings.config)
-            mode, uid = st.st_mode, st.st_uid
-        except OSError:
-            mode, uid = -1, -1
-        return hashlib.sha256(data).hexdigest(), mode, uid
-
     async def _reload(self, *, force: bool) -> None:
-        path = self.settings.config
-        try:
-            data = read_config(path, strict_perms=self.settings.strict_perms)
-        except ConfigError as error:
-            # Unreadable or refused before parsing: report once per state, not per event.
-            key = (str(error), -1, -1)
-            if key != self._config_key or force:
-                self._config_key = key
-                self._reject(error)
+        outcome = await self._source.reload(force=force)
+        if outcome is None:
             return
-        key = self._key(data)
-        if key == self._config_key and not force:
+        if isinstance(outcome, Rejected):
+            self._reject(outcome.error)
             return
-        self._config_key = key
-        try:
-            config = await self._parse(data)
-        except ConfigError as error:
-            self._reject(error)
-            return
-        self._config_error = None
         self.metrics.reloaded(ok=True)
-        await self._apply(config, reason="reloaded")
+        await self._apply(outcome, reason="reloaded")
 
     def _reject(self, error: ConfigError) -> None:
         if self._watcher is not None:
             self._watch_config()  # the file (or its directory) may be gone: wait for it
-        self._config_error = str(error)
         self.metrics.reloaded(ok=False)
         logger.error(
             "rejected config %s; still serving the last good config:\n%s",
@@ -241,7 +205,7 @@ class Supervisor:
         symlink that kubelet swaps by rename; the swap is a MOVED_TO in the directory.
         """
         assert self._watcher is not None
-        wanted = self._config_dirs()
+        wanted = self._source.directories()
         keep = set(wanted)
         for backend in self.backends:
             keep |= backend.directories()
@@ -255,10 +219,6 @@ class Supervisor:
                 self._watcher.unwatch(directory)
         for directory in targets:
             self._watcher.watch(directory)
-
-    def _config_dirs(self) -> set[Path]:
-        path = self.settings.config.absolute()
-        return {path.parent, Path(os.path.realpath(path)).parent}
 
     def _schedule_config_check(self) -> None:
         if self._pending_check is None:
@@ -290,7 +250,7 @@ class Supervisor:
             if directory in backend.directories():
                 backend.on_event(directory, name, mask)
                 theirs = True
-        if (not theirs or directory in self._config_dirs()) and self._config_event(
+        if (not theirs or directory in self._source.directories()) and self._config_event(
             directory, name, mask
         ):
             self._schedule_config_check()
@@ -357,7 +317,7 @@ class Supervisor:
         except TimeoutError:
             logger.error("backends did not stop within %.1f s; exiting anyway", STOP_DEADLINE)
         await self._http.stop()
-        self._parser.close()
+        self._source.close()
         logger.info("stopped")
 
     # -- state for metrics and health ----------------------------------------------
@@ -367,7 +327,7 @@ class Supervisor:
         monitor = self.pod_resources
         return SupervisorState(
             resources=tuple(states),
-            config_ok=self._config_error is None,
+            config_ok=self._source.error is None,
             pod_resources_up=None if monitor is None else monitor.available,
             holders=() if monitor is None else monitor.holders,
             dra=self.dra.state(),
@@ -388,8 +348,8 @@ class Supervisor:
             return False, "stopping"
         wrong = {name: why for backend in self.backends for name, why in backend.problems().items()}
         problems = [f"{name}: {why}" for name, why in sorted(wrong.items())]
-        if self._config_error is not None:
-            rejected = self._config_error.splitlines() or ["(no reason given)"]
+        if self._source.error is not None:
+            rejected = self._source.error.splitlines() or ["(no reason given)"]
             problems += [f"config rejected: {line}" for line in rejected[:READY_LINES]]
             if len(rejected) > READY_LINES:
                 problems.append(f"config rejected: ... {len(rejected) - READY_LINES} more")
