@@ -24,7 +24,7 @@ import logging
 import random
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -174,7 +174,7 @@ class MockDriver:
 
     # -- Driver: health ------------------------------------------------------------
 
-    async def health(self) -> AsyncIterator[Sequence[DeviceHealth]]:
+    async def health(self) -> AsyncGenerator[Sequence[DeviceHealth], None]:
         """A full report now, after each change, and every HEALTH_RESEND seconds."""
         while True:
             seen = self._health_version

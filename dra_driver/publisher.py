@@ -77,6 +77,9 @@ class SlicePublisher:
         """Bumped by each `publish`: a sync knows whether it wrote the newest state."""
         self._cache: dict[str, dict[str, Any]] = {}
         """Our pool's slices by name, as last seen (listed, watched or written)."""
+        self._stored: dict[str, str] = {}
+        """Slice name -> digest of its devices as the server stored our last write (the
+        server may drop fields its feature gates disable: that is not someone's edit)."""
         self._listed = asyncio.Event()
         self._dirty = asyncio.Event()
         self._in_sync = asyncio.Event()
@@ -228,6 +231,7 @@ class SlicePublisher:
             extra
             or have.keys() != wanted.keys()
             or any(_digest_of(have[k]) != digest(devices) for k, devices in wanted.items())
+            or not all(self._untouched(document) for document in have.values())
             or any(p.get("generation") != current for p in pools)
             or any(p.get("resourceSliceCount") != len(wanted) for p in pools)
         )
@@ -277,7 +281,14 @@ class SlicePublisher:
             raise
         self._on_write("ok")
         result = plain(written)
-        self._cache[result["metadata"]["name"]] = result
+        name = result["metadata"]["name"]
+        self._cache[name] = result
+        self._stored[name] = digest(result["spec"].get("devices", []))
+
+    def _untouched(self, document: Mapping[str, Any]) -> bool:
+        """Whether the slice's devices are still those we wrote (no one else edited them)."""
+        found = digest(document["spec"].get("devices", []))
+        return found in (_digest_of(document), self._stored.get(document["metadata"]["name"]))
 
     async def _delete(self, name: str) -> None:
         try:
