@@ -39,7 +39,7 @@ from dra_driver.claim_cdi import (
 )
 from dra_driver.objects import PhysicalDevice, physical_devices, slice_device
 from plugin_worker.api import HEALTHY, Device, ResourceSpec
-from plugin_worker.atomic import write_atomically
+from plugin_worker.files import write_atomically
 from plugin_worker.inventory import ContainerAllocation, Inventory
 
 logger = logging.getLogger(__name__)

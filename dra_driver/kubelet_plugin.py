@@ -23,10 +23,9 @@ Owns the lifecycle; the gRPC translation is `kubelet_services`'s, the contract
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -63,6 +62,7 @@ from dra_driver.kubelet_services import (
     RegistrationService,
     plugin_info,
 )
+from plugin_worker.files import private_umask
 
 __all__ = [
     "DRA_V1BETA1_SERVICE",
@@ -91,22 +91,11 @@ STOP_GRACE = 2.0
 # -- lifecycle ------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _private_umask() -> Iterator[None]:
-    # Sockets are created 0600 (kubelet runs as root) with no window where they are wider;
-    # the event loop is single-threaded, so a short umask change cannot leak elsewhere.
-    previous = os.umask(0o177)
-    try:
-        yield
-    finally:
-        os.umask(previous)
-
-
 def _bind(server: grpc.aio.Server, path: Path) -> int:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
     # A stale socket would make listening fail: removed first, as upstream's endpoint.listen.
     path.unlink(missing_ok=True)
-    with _private_umask():
+    with private_umask():
         return server.add_insecure_port(f"unix://{path}")
 
 

@@ -18,7 +18,6 @@ import socket
 import stat
 import struct
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -26,6 +25,7 @@ import grpc
 from plugin_worker._proto import deviceplugin_pb2 as pb
 from plugin_worker._proto import deviceplugin_pb2_grpc as pb_grpc
 from plugin_worker.api import API_VERSION, KUBELET_SOCKET, Device, ResourceSpec, WorkerEvents
+from plugin_worker.files import private_umask
 from plugin_worker.inventory import Inventory
 from plugin_worker.server import DevicePluginService, options_change, plugin_options
 
@@ -60,17 +60,6 @@ class SocketInUseError(WorkerError):
         super().__init__(message)
         self.holder = holder
         self.reason = f"socket served by another process ({holder})"
-
-
-@contextlib.contextmanager
-def _private_umask() -> Iterator[None]:
-    # The socket file must be created 0600 with no window where it is wider; the
-    # event loop is single-threaded, so a short umask change cannot leak elsewhere.
-    previous = os.umask(0o177)
-    try:
-        yield
-    finally:
-        os.umask(previous)
 
 
 def socket_server(path: Path) -> str | None:
@@ -254,7 +243,7 @@ class PluginWorker:
         # chmod (which follows symlinks) is needed.
         private = self._plugin_dir / f".widget-{secrets.token_hex(6)}.sock"
         try:
-            with _private_umask():
+            with private_umask():
                 bound = server.add_insecure_port(_unix_target(private))
         except RuntimeError as error:  # grpc raises when bind fails (e.g. the dir is gone)
             raise WorkerError(f"[{self.name}] could not listen in {self._plugin_dir}") from error

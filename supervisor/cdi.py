@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from plugin_worker.api import ResourceSpec
-from plugin_worker.atomic import write_atomically
+from plugin_worker.files import write_atomically
 from plugin_worker.inventory import DEVICE_PERMISSIONS, is_device_node
 
 logger = logging.getLogger(__name__)

@@ -144,6 +144,11 @@ async def _show(
     host, port = supervisor.metrics_address or ("?", 0)
     base = f"http://{host}:{port}"
     click.echo(f"metrics: {base}/metrics   health: {base}/healthz   ready: {base}/readyz")
+    await serve_until(stop, duration)
+
+
+async def serve_until(stop: asyncio.Event, duration: float | None) -> None:
+    """Until Ctrl-C (`stop`), or for `duration` seconds."""
     if duration is None:
         click.echo("serving until Ctrl-C")
         await stop.wait()

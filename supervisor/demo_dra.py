@@ -28,7 +28,7 @@ from kubelet_standin import KubeletStandIn
 from kubelet_standin.dra import DraPluginWatcher
 from plugin_worker.api import DRA, ResourceSpec
 from supervisor.config import Config
-from supervisor.demo import stop_on_signals
+from supervisor.demo import serve_until, stop_on_signals
 from supervisor.runtime import Settings, Supervisor
 
 NODE = "demo-node"
@@ -111,12 +111,7 @@ async def _show(
         click.echo(container_text(root / "cdi" / spec_file_name(uid)) + "\n")
     host, port = supervisor.metrics_address or ("?", 0)
     click.echo(f"metrics: http://{host}:{port}/metrics   ready: http://{host}:{port}/readyz")
-    if duration is None:
-        click.echo("serving until Ctrl-C")
-        await stop.wait()
-    else:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), duration)
+    await serve_until(stop, duration)
 
 
 def slice_table(slices: list[dict[str, Any]]) -> str:

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,32 +66,24 @@ class Node:
 
 
 @pytest.fixture
-def short_dir() -> Iterator[Path]:
-    # Unix socket paths hold at most 107 bytes: pytest's tmp_path can be longer.
-    path = Path(tempfile.mkdtemp(prefix="dra-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-async def node(short_dir: Path) -> AsyncIterator[Node]:
+async def node(short_tmp: Path) -> AsyncIterator[Node]:
     api = ApiServer()
     await api.start()
     api.put_object({"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE}})
-    kubelet = DraPluginWatcher(short_dir / "kubelet")
+    kubelet = DraPluginWatcher(short_tmp / "kubelet")
     await kubelet.start()
-    config = short_dir / "widget.yml"
+    config = short_tmp / "widget.yml"
     config.write_text(CONFIG)
     config.chmod(0o644)
     supervisor = SupervisorProcess(
-        config, short_dir / "device-plugins", "--node-name", NODE,
-        "--kubeconfig", str(api.kubeconfig(short_dir / "kubeconfig")),
-        "--kubelet-root-dir", str(short_dir / "kubelet"), "--cdi-dir", str(short_dir / "cdi"),
+        config, short_tmp / "device-plugins", "--node-name", NODE,
+        "--kubeconfig", str(api.kubeconfig(short_tmp / "kubeconfig")),
+        "--kubelet-root-dir", str(short_tmp / "kubelet"), "--cdi-dir", str(short_tmp / "cdi"),
         "--pod-resources-interval", "0",
     )  # fmt: skip
     await supervisor.start()
     try:
-        yield Node(api, kubelet, short_dir / "kubelet", config, short_dir / "cdi", supervisor)
+        yield Node(api, kubelet, short_tmp / "kubelet", config, short_tmp / "cdi", supervisor)
     finally:
         await supervisor.stop()
         await kubelet.stop()
