@@ -42,6 +42,8 @@ from plugin_worker.wire_size import (
 from supervisor.errors import LineOf, Path_, Problem, field_name
 
 MAX_DEVICE_ID = 63  # kubelet's documented limit for Device.ID
+MAX_DRA_STRING = 64
+"""resource.k8s.io: a string attribute's value, at most (the path attribute is one)."""
 MAX_DRA_ATTRIBUTES = 32
 """resource.k8s.io: attributes and capacities of one device together, at most."""
 BUILTIN_ATTRIBUTES = ("type", "model", "path")
@@ -344,6 +346,12 @@ class _DraNames:
                 (*entry.at, "id"),
                 f"DRA device name '{name}' (from ID '{ident}') is also that of a device of "
                 f"'{first[0]}' at {self.problems.where(first[1].at)}; change one ID",
+            )
+        if len(entry.path) > MAX_DRA_STRING:
+            self.problems.at(
+                (*entry.at, "device"),
+                f"is {len(entry.path)} characters long: with api: dra the path is the device's "
+                f"'path' attribute, and Kubernetes allows at most {MAX_DRA_STRING}",
             )
         names = {k for k, _ in options.attributes} | {k for k, _ in entry.attributes}
         count = len(BUILTIN_ATTRIBUTES) + (entry.numa is not None) + len(names)

@@ -159,10 +159,12 @@ def test_device_class_selects_the_resource_by_cel() -> None:
          "c.yml:6: devices[0].attributes: device 'a-b-x' would have 33 DRA attributes"),
         ("api: dra\ndomain: " + "a" * 64 + "\ndevices: [{type: a, model: b, device: /x}]\n",
          "c.yml: dra.driver: (default: the domain"),
+        ("api: dra\ndevices: [{type: a, model: b, device: /" + "x" * 70 + "}]\n",
+         "c.yml:2: devices[0].device: is 71 characters long: with api: dra the path"),
     ],
     ids=["api", "driver", "reserved-attribute", "attribute-name", "attribute-type",
          "version", "quantity", "device-name-clash", "class-clash", "too-many-attributes",
-         "long-default-driver"],
+         "long-default-driver", "long-path"],
 )  # fmt: skip
 def test_dra_problems_name_the_field(text: str, expected: str) -> None:
     found = problems(text)
