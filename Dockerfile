@@ -22,6 +22,7 @@ COPY plugin_worker/ plugin_worker/
 COPY kubelet_standin/ kubelet_standin/
 COPY dra_driver/ dra_driver/
 COPY apiserver_standin/ apiserver_standin/
+COPY fleet/ fleet/
 # The bundled example configs: supervisor/examples is a symlink to them.
 COPY config/examples/ config/examples/
 RUN python -m build --wheel --outdir /dist

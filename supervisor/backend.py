@@ -20,8 +20,10 @@ from supervisor.watch import DirectoryWatcher
 
 
 class Backend(Protocol):
-    api: str
-    """The `ResourceSpec.api` this backend serves."""
+    @property
+    def api(self) -> str | None:
+        """The `ResourceSpec.api` this backend serves (None: every resource, as a simulated
+        fleet does, whose nodes get both kinds)."""
 
     async def start(self, watcher: DirectoryWatcher) -> None:
         """Get ready to serve (watch its directories with `watcher`); before `apply`."""

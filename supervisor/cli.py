@@ -229,6 +229,80 @@ def run(
         sys.exit(EXIT_ADDRESS)
 
 
+def _parse_selector(ctx: click.Context, param: click.Parameter, value: str) -> dict[str, str]:
+    """``type=kwok,zone=a``: equality terms of a label selector (what KWOK's nodes carry)."""
+    selector: dict[str, str] = {}
+    for term in filter(None, (t.strip() for t in value.split(","))):
+        key, sep, wanted = term.partition("=")
+        if not sep or not key or "!" in key:
+            raise click.BadParameter(f"{term!r} is not KEY=VALUE", ctx=ctx, param=param)
+        selector[key.strip()] = wanted.strip().removeprefix("=")  # key==value too
+    return selector
+
+
+@main.command()
+@_config_option(required=True)
+@click.option(
+    "--node-selector", default="type=kwok", show_default=True, callback=_parse_selector,
+    envvar="WIDGET_NODE_SELECTOR", show_envvar=True,
+    help="Label selector (KEY=VALUE[,...]) of the simulated nodes; KWOK labels its own "
+    "type=kwok. Empty: every node.",
+)  # fmt: skip
+@click.option(
+    "--kubeconfig", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+    envvar="WIDGET_KUBECONFIG", show_envvar=True,
+    help="Kubernetes API access  [default: the pod's service account, else $KUBECONFIG or "
+    "~/.kube/config]",
+)  # fmt: skip
+@click.option("--qps", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+              envvar="WIDGET_QPS", show_envvar=True,
+              help="Client-side limit on writes per second to the API server.")  # fmt: skip
+@click.option("--burst", type=click.IntRange(min=1), default=10, show_default=True,
+              envvar="WIDGET_BURST", show_envvar=True,
+              help="Writes allowed at once above --qps, as client-go's burst.")  # fmt: skip
+@click.option(
+    "--metrics-address", default="0.0.0.0:9464", show_default=True,
+    envvar="WIDGET_METRICS_ADDRESS", show_envvar=True, callback=_check_address,
+    help="HOST:PORT serving /metrics, /healthz and /readyz.",
+)  # fmt: skip
+@_with_logging
+@_domain_option
+@_strict_option
+def simulate(
+    config: Path,
+    node_selector: dict[str, str],
+    kubeconfig: Path | None,
+    qps: float,
+    burst: int,
+    metrics_address: str,
+    log_level: str,
+    log_format: str,
+    domain: str,
+    strict_perms: bool,
+) -> None:
+    """Carry CONFIG's mock devices onto every simulated (KWOK) node: their status capacity
+    and allocatable, as a node agent on each would make the kubelet report them."""
+    from supervisor.fleet_backend import FleetSettings
+    from supervisor.runtime import Settings, Supervisor
+
+    setup_logging(log_level, log_format)
+    settings = Settings(
+        config=config.absolute(), plugin_dir=Path(DEFAULT_PLUGIN_DIR),
+        metrics_address=metrics_address, domain=domain, strict_perms=strict_perms,
+        pod_resources_interval=0,
+        kubeconfig=None if kubeconfig is None else kubeconfig.absolute(),
+    )  # fmt: skip
+    fleet = FleetSettings(selector=node_selector, qps=qps, burst=burst)
+    try:
+        asyncio.run(Supervisor(settings, fleet=fleet).run())
+    except ConfigError as error:
+        click.echo(f"error: invalid config; nothing started\n{error}", err=True)
+        sys.exit(EXIT_CONFIG)
+    except AddressError as error:
+        click.echo(f"error: {error} (choose another --metrics-address)", err=True)
+        sys.exit(EXIT_ADDRESS)
+
+
 @main.command()
 @_config_option(required=True)
 @_node_option

@@ -13,7 +13,7 @@ import os
 import re
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from supervisor import config_schema, fastyaml
 from supervisor.config_document import read_api, read_sections
 from supervisor.errors import ConfigError, LineOf, Path_, Problem, field_name, no_lines
 from supervisor.gcpause import gc_paused
-from supervisor.resources import check_and_build
+from supervisor.resources import Section, check_and_build
 
 DEFAULT_DOMAIN = "ska-sdp.org"
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -47,10 +47,40 @@ class Config:
     """The node name the ``nodes:`` entries were matched against."""
     dra_driver: str = DEFAULT_DOMAIN
     """The DRA driver's name (``dra.driver``, default the domain)."""
+    fleet: Fleet | None = None
+    """Every node's view, for a simulated fleet (`parse_config(fleet=True)`)."""
 
     @property
     def device_count(self) -> int:
         return sum(len(r.devices) for r in self.resources)
+
+
+@dataclass(frozen=True, slots=True)
+class Fleet:
+    """What each node of a fleet gets: the config's sections, resolved per node name.
+
+    Nodes that the same ``nodes:`` entries match get the same resources, so they are
+    built once per set of matching entries (a thousand nodes are a handful of sets).
+    """
+
+    domain: str
+    api: str
+    driver: str
+    sections: tuple[Section, ...]
+    _built: dict[tuple[int, ...], tuple[ResourceSpec, ...]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def resources_for(self, node: str) -> tuple[ResourceSpec, ...]:
+        matching = tuple(i for i, s in enumerate(self.sections) if s.applies_to(node))
+        built = self._built.get(matching)
+        if built is None:
+            built, problems = check_and_build(
+                self.domain, self.sections, node, "", no_lines, api=self.api, driver=self.driver
+            )
+            assert not problems, "a parsed config has no problems on any node"
+            self._built[matching] = built
+        return built
 
 
 def check_permissions(path: Path) -> None:
@@ -121,8 +151,10 @@ def parse_config(
     default_domain: str = DEFAULT_DOMAIN,
     node_name: str | None = None,
     before_locating: Callable[[list[Problem]], None] | None = None,
+    fleet: bool = False,
 ) -> Config:
-    """Validate config bytes as they apply to `node_name` (None: ignore ``nodes:``).
+    """Validate config bytes as they apply to `node_name` (None: ignore ``nodes:``); with
+    `fleet`, also keep what any node gets (`Config.fleet`).
 
     The fast C parser is used first; only when something is wrong is the file parsed
     again with positions, so that errors carry line numbers. That second parse is slow
@@ -166,8 +198,9 @@ def parse_config(
                      f"more than {DRA_DRIVER_MAX} characters; set dra.driver")]
         )  # fmt: skip
     return Config(
-        source=source, domain=domain, resources=resources, node=node_name, dra_driver=driver
-    )
+        source=source, domain=domain, resources=resources, node=node_name, dra_driver=driver,
+        fleet=Fleet(domain, api, driver, sections) if fleet else None,
+    )  # fmt: skip
 
 
 _FLOW_SYNTAX = re.compile(r"[\[\]{}\"'#\n\\]")

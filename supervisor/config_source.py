@@ -30,9 +30,16 @@ class Rejected:
 
 class ConfigSource:
     def __init__(
-        self, path: Path, *, domain: str, node_name: str | None, strict_perms: bool = True
+        self,
+        path: Path,
+        *,
+        domain: str,
+        node_name: str | None,
+        strict_perms: bool = True,
+        fleet: bool = False,
     ) -> None:
-        self.path, self.domain, self.node_name = path, domain, node_name
+        """`fleet`: configs carry every node's view (`Config.fleet`), for simulation."""
+        self.path, self.domain, self.node_name, self.fleet = path, domain, node_name, fleet
         self.strict_perms = strict_perms
         self.error: str | None = None
         """Why the newest file on disk was rejected (None while it is the one serving)."""
@@ -85,8 +92,9 @@ class ConfigSource:
         # In a child process, bounded in time and memory: a hostile file can neither
         # stall the event loop (every resource's Allocate) nor exhaust the node.
         return await self._parser.parse_async(
-            data, source=str(self.path), default_domain=self.domain, node_name=self.node_name
-        )
+            data, source=str(self.path), default_domain=self.domain, node_name=self.node_name,
+            fleet=self.fleet,
+        )  # fmt: skip
 
     def _key_of(self, data: bytes) -> Key:
         try:

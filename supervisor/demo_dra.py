@@ -87,7 +87,7 @@ async def _show(
     stop_on_signals(stop)
     driver = loaded.dra_driver
     await kubelet.wait_registered(driver, timeout=PUBLISH_TIMEOUT)
-    publisher = supervisor.dra.publisher
+    publisher = supervisor.dra.publisher if supervisor.dra is not None else None
     assert publisher is not None
     await asyncio.wait_for(publisher.wait_in_sync(), PUBLISH_TIMEOUT)
     click.echo(f"\nwidget-supervisor is serving {config} through DRA (driver {driver}, "

@@ -43,6 +43,18 @@ class DraState:
 
 
 @dataclass(frozen=True, slots=True)
+class FleetState:
+    """A simulated fleet (`widget-supervisor simulate`)."""
+
+    nodes: int
+    in_use: dict[tuple[str, str], int]
+    """(node, resource) -> devices held by pods bound to the node."""
+    capacity: dict[str, int]
+    """Per resource, summed over the nodes (as written to their status)."""
+    allocatable: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
 class SupervisorState:
     resources: tuple[ResourceState, ...]
     config_ok: bool
@@ -52,6 +64,8 @@ class SupervisorState:
     holders: tuple[Holder, ...] = ()
     dra: DraState | None = None
     """None while no resource is served through DRA."""
+    fleet: FleetState | None = None
+    """None unless simulating a fleet."""
 
 
 ERROR_REASONS = ("unknown_device", "invalid_request", "injected_failure")
@@ -84,6 +98,8 @@ class _StateCollector(Collector):
             yield from _usage(state)
         if state.dra is not None:
             yield from _dra(state.dra)
+        if state.fleet is not None:
+            yield from _fleet(state.fleet)
         yield GaugeMetricFamily(
             "widget_config_last_reload_successful",
             "1 if the config on disk is the one being served, 0 if the newest one was rejected.",
@@ -111,6 +127,31 @@ def _dra(state: DraState) -> Iterator[Metric]:
     for resource, count in sorted(state.prepared.items()):
         prepared.add_metric([resource], count)
     yield prepared
+
+
+def _fleet(state: FleetState) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        "widget_simulated_nodes", "Simulated nodes matching the selector.", value=state.nodes
+    )
+    in_use = GaugeMetricFamily(
+        "widget_devices_in_use",
+        "Devices held by pods bound to each simulated node, by node and resource.",
+        labels=["node", "resource"],
+    )
+    for (node, resource), count in sorted(state.in_use.items()):
+        in_use.add_metric([node, resource], count)
+    yield in_use
+    for name, what, values in (
+        ("widget_simulated_capacity", "capacity", state.capacity),
+        ("widget_simulated_allocatable", "allocatable", state.allocatable),
+    ):
+        family = GaugeMetricFamily(
+            name, f"Status {what} written to the simulated nodes, summed, by resource.",
+            labels=["resource"],
+        )  # fmt: skip
+        for resource, count in sorted(values.items()):
+            family.add_metric([resource], count)
+        yield family
 
 
 def _usage(state: SupervisorState) -> Iterator[Metric]:
@@ -201,6 +242,11 @@ class Metrics:
             self.dra_prepares.labels(result)
         for result in ("ok", "conflict", "error"):
             self.dra_slice_writes.labels(result)
+        self.fleet_writes = Counter(
+            "widget_simulated_node_writes_total",
+            "Status writes (server-side apply) to simulated nodes, by result (ok, error).",
+            ["result"], registry=r,
+        )  # fmt: skip
         self._children: dict[str, tuple[Counter, Counter, Histogram]] = {}
         self.after_allocate: Callable[[], None] | None = None
         """Called after every successful Allocate (the pod-resources monitor's cue)."""
@@ -242,6 +288,9 @@ class Metrics:
 
     def resourceslice_written(self, result: str) -> None:
         self.dra_slice_writes.labels(result).inc()
+
+    def fleet_written(self, result: str) -> None:
+        self.fleet_writes.labels(result).inc()
 
     # -- lifecycle -----------------------------------------------------------------
 

@@ -62,6 +62,7 @@ class _Request:
     default_domain: str
     node_name: str | None
     deadline: float
+    fleet: bool = False
 
 
 class _OutOfTimeError(Exception):
@@ -112,6 +113,7 @@ def _answer(conn: Connection, request: _Request, memory_limit: int) -> tuple[str
             source=request.source,
             default_domain=request.default_domain,
             node_name=request.node_name,
+            fleet=request.fleet,
             before_locating=located_next,
         )
     except _OutOfTimeError:
@@ -182,6 +184,7 @@ class ConfigParser:
         source: str,
         default_domain: str = DEFAULT_DOMAIN,
         node_name: str | None = None,
+        fleet: bool = False,
     ) -> Config:
         """The config, or ConfigError within `deadline` seconds, whatever `data` holds.
 
@@ -190,7 +193,7 @@ class ConfigParser:
         with self._lock:
             conn = self._connection()
             try:
-                conn.send(_Request(data, source, default_domain, node_name, self.deadline))
+                conn.send(_Request(data, source, default_domain, node_name, self.deadline, fleet))
             except OSError:  # the child died while idle
                 raise self._child_died(source) from None
             return self._wait(conn, source, time.monotonic() + self.deadline + BACKSTOP)
@@ -202,6 +205,7 @@ class ConfigParser:
         source: str,
         default_domain: str = DEFAULT_DOMAIN,
         node_name: str | None = None,
+        fleet: bool = False,
     ) -> Config:
         if self._executor is None:  # one thread, kept: the thread count stays constant
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="config-parse")
@@ -209,7 +213,11 @@ class ConfigParser:
         return await loop.run_in_executor(
             self._executor,
             lambda: self.parse(
-                data, source=source, default_domain=default_domain, node_name=node_name
+                data,
+                source=source,
+                default_domain=default_domain,
+                node_name=node_name,
+                fleet=fleet,
             ),
         )
 

@@ -28,6 +28,7 @@ from supervisor.config_source import ConfigSource, Rejected
 from supervisor.device_plugin_backend import DevicePluginBackend, DevicePluginSettings
 from supervisor.dra_backend import DEFAULT_KUBELET_ROOT, ClientFactory, DraBackend, DraSettings
 from supervisor.errors import ConfigError
+from supervisor.fleet_backend import FleetBackend, FleetSettings
 from supervisor.http import MetricsServer
 from supervisor.metrics import Metrics, SupervisorState
 from supervisor.podresources import PodResourcesMonitor
@@ -72,48 +73,60 @@ class Supervisor:
     def __init__(
         self,
         settings: Settings,
-        backends: Sequence[Backend] = (),
         *,
         client_factory: ClientFactory | None = None,
+        fleet: FleetSettings | None = None,
     ) -> None:
-        """`backends` beside the device-plugin and DRA ones (which are always there);
-        `client_factory` makes the DRA backend's Kubernetes client (tests give one)."""
+        """A node agent (device-plugin and DRA backends), or with `fleet` the simulator of
+        a fleet of API-only nodes (`widget-supervisor simulate`). `client_factory` makes
+        the Kubernetes client (tests give one)."""
         self.settings = settings
         self.metrics = Metrics(self._snapshot)
         self.metrics_address: tuple[str, int] | None = None
         self._http = MetricsServer(self.metrics.registry, alive=self._health, ready=self._readiness)
-        self.device_plugins = DevicePluginBackend(
-            DevicePluginSettings(
-                plugin_dir=settings.plugin_dir,
-                register_timeout=settings.register_timeout,
-                cdi_dir=settings.cdi_dir,
-            ),
-            self.metrics,
-            self._spawn,
-        )
-        self.dra = DraBackend(
-            DraSettings(
-                node_name=settings.node_name,
-                cdi_dir=settings.cdi_dir,
-                kubelet_root=settings.kubelet_root,
-                kubeconfig=settings.kubeconfig,
-            ),
-            self.metrics,
-            client_factory,
-        )
-        self.backends: tuple[Backend, ...] = (self.device_plugins, self.dra, *backends)
+        self.device_plugins: DevicePluginBackend | None = None
+        self.dra: DraBackend | None = None
+        self.fleet: FleetBackend | None = None
+        backends: list[Backend] = []
+        if fleet is None:
+            self.device_plugins = DevicePluginBackend(
+                DevicePluginSettings(
+                    plugin_dir=settings.plugin_dir,
+                    register_timeout=settings.register_timeout,
+                    cdi_dir=settings.cdi_dir,
+                ),
+                self.metrics,
+                self._spawn,
+            )
+            self.dra = DraBackend(
+                DraSettings(
+                    node_name=settings.node_name,
+                    cdi_dir=settings.cdi_dir,
+                    kubelet_root=settings.kubelet_root,
+                    kubeconfig=settings.kubeconfig,
+                ),
+                self.metrics,
+                client_factory,
+            )
+            backends += [self.device_plugins, self.dra]
+        else:
+            self.fleet = FleetBackend(fleet, settings.kubeconfig, self.metrics, client_factory)
+            backends.append(self.fleet)
+        self.backends: tuple[Backend, ...] = tuple(backends)
         self._source = ConfigSource(
             settings.config,
             domain=settings.domain,
-            node_name=settings.node_name,
+            node_name=settings.node_name if fleet is None else None,
             strict_perms=settings.strict_perms,
+            fleet=fleet is not None,
         )
         self.pod_resources: PodResourcesMonitor | None = None
-        if settings.pod_resources_interval > 0:
+        if self.device_plugins is not None and settings.pod_resources_interval > 0:
+            device_plugins = self.device_plugins
             self.pod_resources = PodResourcesMonitor(
                 settings.pod_resources_socket,
                 settings.pod_resources_interval,
-                lambda: self.device_plugins.workers,
+                lambda: device_plugins.workers,
             )
             self.metrics.after_allocate = self.pod_resources.allocated
         self._watcher: DirectoryWatcher | None = None
@@ -127,7 +140,7 @@ class Supervisor:
     @property
     def workers(self) -> dict[str, PluginWorker]:
         """The device-plugin workers, by resource name."""
-        return self.device_plugins.workers
+        return {} if self.device_plugins is None else self.device_plugins.workers
 
     # -- public --------------------------------------------------------------------
 
@@ -235,7 +248,7 @@ class Supervisor:
         """Hand each backend its share of the config's resources."""
         summaries = await asyncio.gather(
             *(
-                backend.apply([s for s in config.resources if s.api == backend.api], config)
+                backend.apply([s for s in config.resources if backend.api in (None, s.api)], config)
                 for backend in self.backends
             )
         )
@@ -330,7 +343,8 @@ class Supervisor:
             config_ok=self._source.error is None,
             pod_resources_up=None if monitor is None else monitor.available,
             holders=() if monitor is None else monitor.holders,
-            dra=self.dra.state(),
+            dra=None if self.dra is None else self.dra.state(),
+            fleet=None if self.fleet is None else self.fleet.state(),
         )
 
     def _health(self) -> str:
