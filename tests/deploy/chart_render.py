@@ -1,11 +1,14 @@
 """Rendering the Helm chart for the deploy tests: `helm template` into Python objects.
 
-Owns the paths of the deployment artefacts and a cached renderer; no assertions here.
+Owns the paths of the deployment artefacts, a cached renderer and the node names that select
+each `nodes` entry of a config; no test assertions here.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import functools
+import re
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -69,6 +72,19 @@ def one(manifests: list[Manifest], kind: str, name_suffix: str = "") -> Manifest
     ]
     assert len(found) == 1, f"expected one {kind} *{name_suffix}, got {len(found)}"
     return found[0]
+
+
+def node_names(config: dict[str, Any]) -> list[str]:
+    """A node name selecting each `nodes` entry (its `match` with every wildcard made "1"),
+    then one that selects none."""
+    names = []
+    for entry in config.get("nodes", []):
+        name = re.sub(r"\[[^\]]*\]|[*?]", "1", entry["match"])
+        assert fnmatch.fnmatchcase(name, entry["match"]), (name, entry["match"])
+        names.append(name)
+    none = "no-such-node-0"
+    assert not any(fnmatch.fnmatchcase(none, e["match"]) for e in config.get("nodes", []))
+    return [*names, none]
 
 
 def render_notes(

@@ -88,6 +88,12 @@ CROSS_RULES = [
     pytest.param(devices(SNAFFLER, resources=[{"type": "snaffler", "model": "v1",
                                                "allocate": {"delay": "5m0.5s"}}]),
                  id="delay-string-over-300s"),
+    # DRA (dra_driver/names.py): the driver named after a long domain, a DeviceClass name.
+    pytest.param(devices(SNAFFLER, api="dra", domain="d" * 64), id="dra-default-driver-over-63"),
+    pytest.param(devices({**SNAFFLER, "type": "a._b"}, api="dra"), id="dra-device-class-name"),
+    pytest.param(devices(SNAFFLER, {**W2, "type": "a_.b", "model": "c"},
+                         resources=[{"type": "a_.b", "model": "c", "api": "dra"}]),
+                 id="dra-device-class-name-of-one-resource"),
 ]  # fmt: skip
 
 

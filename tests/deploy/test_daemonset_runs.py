@@ -4,21 +4,29 @@ and the kubelet stand-in in place of the real kubelet.
 Shows that what the chart renders is what the supervisor understands: the WIDGET_* variables,
 the config path, the `/healthz` and `/readyz` probes and `/metrics` on the named port, the
 allocation the `helm test` pod checks for, and a ConfigMap update reaching the running process
-(kubelet's atomic `..data` symlink swap), with no restart.
+(kubelet's atomic `..data` symlink swap), with no restart. In DRA mode, against the API-server
+stand-in and kubelet's DRA plugin watcher stand-in: the plugin registers where the chart mounts
+kubelet's directories, every API request it makes is one the chart's ClusterRole grants, every
+slice it writes is its own node's (what the admission policy demands), and the claim the
+`helm test` pod would make is prepared with WIDGET_VISIBLE_DEVICES in its CDI spec.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
-from chart_render import REPO_ROOT, VALUES_DIR, one, render
+from chart_render import REPO_ROOT, VALUES_DIR, Manifest, one, render
 
+from apiserver_standin.server import ApiServer, RequestRecord
 from kubelet_standin import KubeletStandIn
+from kubelet_standin.dra import DraPluginWatcher
 from tests.support import eventually, free_port, http_get
 
 SNAFFLER = "ska-sdp.org/snaffler-v1"
@@ -210,3 +218,140 @@ async def test_chart_container_writes_cdi_specs_where_the_chart_mounts_them(
             await asyncio.wait_for(process.wait(), 15)
         print(log.read_text())
     assert process.returncode == 0, log.read_text()
+
+
+def rbac_request(record: RequestRecord) -> tuple[str, str, str]:
+    """The (API group, resource, verb) RBAC checks for one request the supervisor made."""
+    parts = record.path.strip("/").split("/")
+    if parts[:2] == ["api", "v1"]:
+        group, rest = "", parts[2:]
+    else:
+        assert parts[0] == "apis", record
+        group, rest = parts[1], parts[3:]
+    if rest[:1] == ["namespaces"] and len(rest) > 2:
+        rest = rest[2:]
+    resource, named = rest[0], len(rest) > 1
+    if record.method == "GET":
+        watching = record.query.get("watch") in ("true", "1")
+        verb = "get" if named else ("watch" if watching else "list")
+    else:
+        verbs = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+        verb = verbs[record.method] if named or record.method == "POST" else "deletecollection"
+    return group, resource, verb
+
+
+def granted(role: Manifest) -> set[tuple[str, str, str]]:
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def dra_env(
+    container: dict[str, Any], node: str, host: Path, *, port: int, kubeconfig: Path
+) -> dict[str, str]:
+    """The chart's container env with its host paths in `host` (`host/kubelet` for the kubelet
+    root) and the API server reached through `kubeconfig`."""
+    env = {item["name"]: item.get("value", node) for item in container["env"]}
+    assert env["WIDGET_KUBELET_ROOT_DIR"] == "/var/lib/kubelet"
+    return env | {
+        "WIDGET_KUBELET_ROOT_DIR": str(host / "kubelet"),
+        "WIDGET_CDI_DIR": str(host / "cdi"),
+        "WIDGET_PLUGIN_DIR": str(host / "device-plugins"),
+        "WIDGET_METRICS_ADDRESS": f"127.0.0.1:{port}",
+        # Stands for the pod's service account, which a process here cannot have.
+        "WIDGET_KUBECONFIG": str(kubeconfig),
+    }
+
+
+async def prepare_claim(
+    api: ApiServer,
+    kubelet: DraPluginWatcher,
+    claim_spec: dict[str, Any],
+    allocated: tuple[str, str, str],
+) -> str:
+    """Store a claim of `claim_spec` allocated (driver, pool, device), have kubelet prepare it,
+    and return its UID."""
+    driver, pool, device = allocated
+    (request,) = claim_spec["devices"]["requests"]
+    stored = api.put_object({
+        "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+        "metadata": {"name": "widget-test-device-x", "namespace": "widget-system"},
+        "spec": claim_spec,
+        "status": {"allocation": {"devices": {"results": [
+            {"request": request["name"], "driver": driver, "pool": pool, "device": device},
+        ]}}},
+    })  # fmt: skip
+    uid = str(stored["metadata"]["uid"])
+    claim = ("widget-system", "widget-test-device-x", uid)
+    prepared = (await kubelet.prepare(driver, [claim])).claims[uid]
+    assert prepared.error == ""
+    return uid
+
+
+async def test_chart_container_serves_dra_within_its_rbac(helm: str, short_tmp: Path) -> None:
+    manifests = render(helm, values=[VALUES_DIR / "dra.yaml"])
+    (container,) = one(manifests, "DaemonSet")["spec"]["template"]["spec"]["containers"]
+    config_dir = ConfigMapDir(short_tmp / "config")
+    config_dir.publish(one(manifests, "ConfigMap", "-config")["data"]["config.yaml"])
+    node, driver = "gpu-node-1", "ska-sdp.org"  # on gpu nodes every resource is DRA's
+    api = ApiServer()
+    await api.start()
+    api.put_object({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}})
+    # short_tmp/kubelet stands for kubeletRootDir, mounted at its host path.
+    kubelet = DraPluginWatcher(short_tmp / "kubelet")
+    await kubelet.start()
+    (short_tmp / "device-plugins").mkdir()
+    port = free_port()
+    env = dra_env(
+        container, node, short_tmp, port=port, kubeconfig=api.kubeconfig(short_tmp / "kc")
+    )
+    args = [str(a).replace(CHART_CONFIG_DIR, str(config_dir.root)) for a in container["args"]]
+    log = short_tmp / "supervisor.log"
+    with log.open("wb") as sink:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "supervisor", *args,
+            env={**os.environ, **env}, cwd=REPO_ROOT, stdout=sink, stderr=sink,
+        )  # fmt: skip
+    try:
+        await kubelet.wait_registered(driver, timeout=15)
+
+        def offered() -> dict[str, dict[str, Any]] | None:
+            slices = api.objects("resourceslices")
+            found = {d["name"]: d for s in slices for d in s["spec"]["devices"]}
+            types = {d["attributes"]["type"]["string"] for d in found.values()}
+            return found if types == {"snaffler", "gizmo", "doohickey", "thingamajig"} else None
+
+        devices = await eventually(offered, timeout=15, what="every resource's ResourceSlice")
+        await poll_http(f"http://127.0.0.1:{port}/readyz", process, "ok")
+        # The admission policy lets the pod write only slices whose spec.nodeName is its node's.
+        written = api.objects("resourceslices")
+        assert written, "no slices"
+        assert {s["spec"]["nodeName"] for s in written} == {node}
+
+        # The claim `helm test` makes: one device of the chart's ResourceClaimTemplate's class.
+        template = one(manifests, "ResourceClaimTemplate")["spec"]["spec"]
+        name = next(n for n, d in devices.items() if d["attributes"]["model"]["string"] == "v1")
+        uid = await prepare_claim(api, kubelet, template, (driver, node, name))
+        (spec_file,) = (short_tmp / "cdi").glob(f"*{uid}*.json")
+        edits = json.loads(spec_file.read_text())["devices"][0]["containerEdits"]
+        assert any(e.startswith("WIDGET_VISIBLE_DEVICES=/dev/wibble") for e in edits["env"])
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(process.wait(), 15)
+        await kubelet.stop()
+        await api.stop()
+        print(log.read_text())
+    assert process.returncode == 0, log.read_text()
+    made = {rbac_request(r) for r in api.requests}
+    allowed = granted(one(manifests, "ClusterRole"))
+    assert made <= allowed, made - allowed
+    slices = {("resource.k8s.io", "resourceslices", v) for v in ("list", "watch", "create")}
+    assert slices | {("resource.k8s.io", "resourceclaims", "get"), ("", "nodes", "get")} <= made
+    # SIGTERM deletes the node's slices (granted too, above).
+    assert ("resource.k8s.io", "resourceslices", "delete") in made
+    assert api.objects("resourceslices") == []

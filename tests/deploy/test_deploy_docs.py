@@ -43,3 +43,29 @@ def test_realistic_mock_deployment_is_described() -> None:
     ):
         assert text in DEPLOY, text
     assert "injected_failure" in MONITORING
+
+
+def test_dra_mode_is_described() -> None:
+    """Its values, what it installs, its prerequisites and how to see it work."""
+    section = DEPLOY.partition("### DRA mode")[2].partition("\n## ")[0]
+    for text in (
+        "api: dra",
+        "dra.enabled",
+        "dra.deviceClasses.enabled",
+        "dra.validatingAdmissionPolicy.enabled",
+        "serviceAccount.create",
+        "rbac.create",
+        "plugins_registry",
+        "WIDGET_KUBELET_ROOT_DIR",
+        "cdi.hostPath",
+        "Kubernetes 1.34",
+        "enable_cdi = true",
+        "CRI-O",
+        "ValidatingAdmissionPolicy",
+        "authentication.kubernetes.io/node-name",
+        "widget-supervisor resources --config devices.yaml -o dra",
+        "kubectl get resourceslices",
+        "kubectl get deviceclasses",
+        "tests.deviceClass",
+    ):
+        assert text in section, text

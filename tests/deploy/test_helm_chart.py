@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import fnmatch
 import os
-import re
 import stat
 import subprocess
 import sys
@@ -22,6 +20,7 @@ from chart_render import (
     REPO_ROOT,
     VALUES_DIR,
     Manifest,
+    node_names,
     one,
     render,
     render_notes,
@@ -29,9 +28,18 @@ from chart_render import (
 )
 
 # The oldest Kubernetes the chart promises (Chart.yaml kubeVersion allows older, 1.29 is our
-# floor in tests) and the newest kubernetes-validate ships.
-K8S_VERSIONS = ["1.29.0", kubernetes_validate.latest_version()]
+# floor in tests; DRA mode needs resource.k8s.io/v1, GA in 1.34) and the newest
+# kubernetes-validate ships.
+OLDEST = {"device-plugin": "1.29.0", "dra": "1.34.0"}
+NEWEST = kubernetes_validate.latest_version()
 CRD_GROUPS = {"monitoring.coreos.com/v1"}
+CLUSTER_SCOPED = {
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "DeviceClass",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+}
 VALUES_CASES = [pytest.param((), id="defaults")] + [
     pytest.param((path,), id=path.stem) for path in values_files()
 ]
@@ -68,17 +76,20 @@ def test_there_are_enough_values_files() -> None:
         "existing-configmap",
         "scheduling",
         "realistic-mocks",
+        "dra",
     }
 
 
 @pytest.mark.parametrize("values", VALUES_CASES)
-@pytest.mark.parametrize("k8s_version", K8S_VERSIONS)
+@pytest.mark.parametrize("which", ["oldest", "newest"])
 def test_objects_validate_against_kubernetes_schemas(
-    helm: str, values: tuple[Path, ...], k8s_version: str
+    helm: str, values: tuple[Path, ...], which: str
 ) -> None:
     manifests = render(helm, values=values)
     builtin = [m for m in manifests if m["apiVersion"] not in CRD_GROUPS]
     assert {m["kind"] for m in builtin} >= {"DaemonSet", "Pod"}
+    dra = any(m["apiVersion"].startswith("resource.k8s.io/") for m in builtin)
+    k8s_version = NEWEST if which == "newest" else OLDEST["dra" if dra else "device-plugin"]
     for manifest in builtin:
         try:
             kubernetes_validate.validate(manifest, k8s_version, strict=True)
@@ -91,12 +102,17 @@ def test_objects_validate_against_kubernetes_schemas(
 def test_every_object_is_named_labelled_and_namespaced(helm: str, values: tuple[Path, ...]) -> None:
     for manifest in render(helm, values=values):
         meta = manifest["metadata"]
-        assert len(meta["name"]) <= 63, meta["name"]
-        assert meta["namespace"], meta["name"]
+        if manifest["kind"] in CLUSTER_SCOPED:
+            # A DeviceClass is named <type>-<model>.<driver>: a DNS subdomain, not a label.
+            assert len(meta["name"]) <= (253 if manifest["kind"] == "DeviceClass" else 63)
+            assert "namespace" not in meta, meta["name"]
+        else:
+            assert len(meta["name"]) <= 63, meta["name"]
+            assert meta["namespace"], meta["name"]
         labels = meta["labels"]
         assert labels["app.kubernetes.io/instance"] == "widget"
         assert labels["app.kubernetes.io/managed-by"] == "Helm"
-        assert labels["helm.sh/chart"] == "widget-plugin-0.2.0"
+        assert labels["helm.sh/chart"] == "widget-plugin-0.3.0"
 
 
 def test_default_config_appears_in_the_configmap(helm: str) -> None:
@@ -438,19 +454,6 @@ def test_notes_tell_how_to_see_capacity_and_request_a_device(helm: str, tmp_path
     assert "ska-sdp.org/snaffler-v1: 1" in notes
     assert f"helm test widget -n {NAMESPACE}" in notes
     assert "{{" not in notes
-
-
-def node_names(config: dict[str, Any]) -> list[str]:
-    """A node name selecting each `nodes` entry (its `match` with every wildcard made "1"),
-    then one that selects none."""
-    names = []
-    for entry in config.get("nodes", []):
-        name = re.sub(r"\[[^\]]*\]|[*?]", "1", entry["match"])
-        assert fnmatch.fnmatchcase(name, entry["match"]), (name, entry["match"])
-        names.append(name)
-    none = "no-such-node-0"
-    assert not any(fnmatch.fnmatchcase(none, e["match"]) for e in config.get("nodes", []))
-    return [*names, none]
 
 
 def test_node_names_select_each_entry() -> None:

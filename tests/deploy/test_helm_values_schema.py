@@ -231,6 +231,28 @@ SCHEMA_CASES = [
         ["cdi.hostPath", "pattern"],
         id="relative-cdi-dir",
     ),
+    pytest.param({"dra": {"enabled": "yes"}}, ["dra.enabled", "boolean"], id="dra-not-boolean"),
+    pytest.param(
+        {"dra": {"deviceClasses": {"enable": True}}},
+        ["dra.deviceClasses", "enable"],
+        id="misspelt-dra-switch",
+    ),
+    pytest.param(
+        {"config": {"api": "grpc"}},
+        ["config.api", "device-plugin"],
+        id="unknown-api",
+    ),
+    pytest.param(
+        {"tests": {"deviceClass": "Snaffler_V1"}},
+        ["tests.deviceClass", "pattern"],
+        id="device-class-not-a-dns-subdomain",
+    ),
+    pytest.param(
+        {"serviceAccount": {"create": True, "nmae": "x"}},
+        ["serviceAccount", "nmae"],
+        id="misspelt-service-account-key",
+    ),
+    pytest.param({"rbac": {"create": "true"}}, ["rbac.create", "boolean"], id="rbac-not-boolean"),
 ]
 
 FAIL_CASES = [
@@ -386,6 +408,38 @@ def test_fail_checks_explain_the_fix(
             id="cdi-resource-with-cdi-mount",
         ),
         pytest.param({"podResources": {"interval": 0}}, id="pod-resources-monitor-off"),
+        # DRA mode mounts the CDI directory anyway: a device-plugin resource may use it.
+        pytest.param(
+            {
+                "config": {
+                    "api": "dra",
+                    "devices": [DEVICE, {**DEVICE, "type": "gizmo", "device": "/dev/g"}],
+                    "resources": [
+                        {"type": "gizmo", "model": "v1", "api": "device-plugin", "cdi": True}
+                    ],
+                }
+            },
+            id="cdi-resource-beside-dra",
+        ),
+        pytest.param(
+            {
+                "existingConfigMap": "mine",
+                "dra": {"enabled": True},
+                "tests": {"deviceClass": "snaffler-v1.ska-sdp.org"},
+            },
+            id="existing-dra-configmap-with-test-class",
+        ),
+        pytest.param(
+            {
+                "config": {
+                    "api": "dra",
+                    "domain": "d" * 64,
+                    "dra": {"driver": "widgets.example"},
+                    "devices": [DEVICE],
+                }
+            },
+            id="long-domain-with-own-driver",
+        ),
     ],
 )
 def test_good_edge_values_are_accepted(

@@ -61,7 +61,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/*
 The extended resource a device gets: <domain>/<type>-<model>, plus ".shared" when the settings
-for its (type, model) say renameShared with more than one replica (as the supervisor names it).
+for its (type, model) say renameShared with more than one replica and the device-plugin API
+serves it (as the supervisor names it; DRA shares a device without renaming it).
 Call with (dict "root" $ "device" $device "settings" (list $resourceLists...)): the lists of
 `resources` settings that apply, in order; a later entry for the same (type, model) replaces an
 earlier one, as a `nodes` entry's settings replace the top-level ones.
@@ -69,13 +70,16 @@ earlier one, as a `nodes` entry's settings replace the top-level ones.
 {{- define "widget-plugin.resourceName" -}}
 {{- $device := .device }}
 {{- $shared := false }}
+{{- $api := toString (default "device-plugin" .root.Values.config.api) }}
 {{- range $list := .settings }}
 {{- range $list }}
 {{- if and (eq (toString .type) (toString $device.type)) (eq (toString .model) (toString $device.model)) }}
 {{- $shared = and .renameShared (gt (int (default 1 .replicas)) 1) }}
+{{- $api = default (toString (default "device-plugin" $.root.Values.config.api)) .api }}
 {{- end }}
 {{- end }}
 {{- end }}
+{{- $shared = and $shared (ne $api "dra") }}
 {{- printf "%s/%s-%s%s" (default "ska-sdp.org" .root.Values.config.domain) $device.type $device.model (ternary ".shared" "" (not (not $shared))) }}
 {{- end }}
 
@@ -110,6 +114,51 @@ top-level device's, else the first `nodes` entry's; the scheduler then picks a m
 {{- first (splitList " " $first) }}
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{/*
+The DeviceClass the `helm test` pod claims a device of, when it tests DRA: tests.deviceClass, or
+(without tests.resource) the class of the first device's resource when DRA serves it, under the
+settings that apply where that device is listed. Empty: the pod requests tests.resource.
+*/}}
+{{- define "widget-plugin.testDeviceClass" -}}
+{{- if .Values.tests.deviceClass }}
+{{- .Values.tests.deviceClass }}
+{{- else if not (or .Values.tests.resource .Values.existingConfigMap) }}
+{{- $cfg := .Values.config }}
+{{- $top := toString (default "device-plugin" $cfg.api) }}
+{{- $first := dict }}
+{{- $lists := list (default list $cfg.resources) }}
+{{- if $cfg.devices }}
+{{- $first = first $cfg.devices }}
+{{- else }}
+{{- range $cfg.nodes }}
+{{- if and (not $first) .devices }}
+{{- $first = first .devices }}
+{{- $lists = append $lists (default list .resources) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if $first }}
+{{- $api := $top }}
+{{- range $list := $lists }}
+{{- $api = default $api (include "widget-plugin.apiIn" (dict "list" $list "type" $first.type "model" $first.model "top" $top)) }}
+{{- end }}
+{{- if eq $api "dra" }}
+{{- include "widget-plugin.deviceClassName" (dict "type" $first.type "model" $first.model "driver" (include "widget-plugin.draDriver" .)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Labels of the `helm test` objects: not the DaemonSet's selector labels (the metrics Service
+must not select the test pod). */}}
+{{- define "widget-plugin.testLabels" -}}
+helm.sh/chart: {{ include "widget-plugin.chart" . }}
+app.kubernetes.io/name: {{ printf "%s-test" (include "widget-plugin.name" .) }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: test
+app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{/* Where the chart mounts things in the container (the supervisor's defaults). */}}
