@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from chart_render import ALERTS_FILE, DASHBOARD_FILE
 
-from supervisor.metrics import Metrics, SupervisorState
+from supervisor.metrics import DraState, Metrics, SupervisorState
 
 # The series names each metric type puts on a scrape (prometheus_client's text format). A
 # counter's `_created` series is left out on purpose: it is a timestamp, not for dashboards.
@@ -35,9 +35,10 @@ def exported_metric_names() -> frozenset[str]:
     """Every series name the supervisor exports, from its real registry (supervisor.metrics).
 
     A registry is built with a state in which every scrape-time family appears (the
-    pod-resources API up), and each family's type says which series it puts on a scrape,
-    so labelled metrics count before any label set exists."""
-    state = SupervisorState(resources=(), config_ok=True, pod_resources_up=True)
+    pod-resources API up, a DRA resource served), and each family's type says which series
+    it puts on a scrape, so labelled metrics count before any label set exists."""
+    dra = DraState(registered=True, prepared={})
+    state = SupervisorState(resources=(), config_ok=True, pod_resources_up=True, dra=dra)
     metrics = Metrics(lambda: state)
     names: set[str] = set()
     for family in metrics.registry.collect():

@@ -24,7 +24,7 @@ from promql_queries import (
 )
 
 from plugin_worker.api import Device
-from supervisor.metrics import Metrics, ResourceState, SupervisorState
+from supervisor.metrics import DraState, Metrics, ResourceState, SupervisorState
 from supervisor.podresources import Holder
 
 # Metrics per node (no `resource` label): the Resource variable cannot filter them.
@@ -32,6 +32,10 @@ PER_NODE_METRICS = {
     "widget_config_reloads_total",
     "widget_config_last_reload_successful",
     "widget_pod_resources_up",
+    "widget_dra_plugin_registered",
+    "widget_dra_prepare_total",
+    "widget_dra_prepare_duration_seconds_bucket",
+    "widget_dra_resourceslice_writes_total",
 }
 DEFAULT_TITLES = {"", "Panel Title", "New panel", "New Panel", "Row title", "New row"}
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
@@ -104,6 +108,11 @@ def test_panels_do_not_overlap() -> None:
         "widget_devices_in_use",
         "widget_device_allocation",
         "widget_pod_resources_up",
+        "widget_dra_plugin_registered",
+        "widget_dra_prepared_claims",
+        "widget_dra_prepare_total",
+        "widget_dra_prepare_duration_seconds_bucket",
+        "widget_dra_resourceslice_writes_total",
     ],
 )
 def test_the_required_metrics_are_on_the_dashboard(metric: str) -> None:
@@ -111,12 +120,27 @@ def test_the_required_metrics_are_on_the_dashboard(metric: str) -> None:
     assert metric in used
 
 
-def test_latency_panel_shows_p50_and_p99_from_the_histogram() -> None:
-    (latency,) = [p for p in panels() if "latency" in p["title"].lower()]
+@pytest.mark.parametrize(
+    ("title", "histogram", "grouping"),
+    [
+        ("Allocate latency p50 / p99", "widget_allocate_duration_seconds_bucket", "le, resource"),
+        # No `resource` label: one claim may hold devices of several resources.
+        ("Prepare latency p50 / p99", "widget_dra_prepare_duration_seconds_bucket", "le"),
+    ],
+    ids=["allocate", "dra-prepare"],
+)
+def test_latency_panels_show_p50_and_p99_from_the_histogram(
+    title: str, histogram: str, grouping: str
+) -> None:
+    assert len([p for p in panels() if "latency" in p["title"].lower()]) == 2
+    (latency,) = [p for p in panels() if p["title"] == title]
     exprs = [t["expr"] for t in latency["targets"]]
-    assert any(e.startswith("histogram_quantile(0.5,") for e in exprs)
-    assert any(e.startswith("histogram_quantile(0.99,") for e in exprs)
-    assert all("by (le, resource)" in e for e in exprs)
+    assert sorted(e.partition(",")[0] for e in exprs) == [
+        "histogram_quantile(0.5",
+        "histogram_quantile(0.99",
+    ]
+    assert all(metric_names(e) == {histogram} for e in exprs)
+    assert all(f"sum by ({grouping}) (rate(" in e for e in exprs)
     assert latency["fieldConfig"]["defaults"]["unit"] == "s"
 
 
@@ -124,7 +148,8 @@ def test_queries_filter_by_node_and_resource() -> None:
     for panel in panels():
         for target in panel["targets"]:
             assert 'node=~"$node"' in target["expr"], panel["title"]
-            if not metric_names(target["expr"]) <= PER_NODE_METRICS:
+            # Substituted first: `offset $__rate_interval` would read as a metric name.
+            if not metric_names(grafana_substitute(target["expr"])) <= PER_NODE_METRICS:
                 assert 'resource=~"$resource"' in target["expr"], panel["title"]
 
 
@@ -150,6 +175,46 @@ def test_error_panels_break_errors_down_by_reason_and_explain_injected_failures(
         assert re.match(r"sum by \((\w+, )*reason\)", panel["targets"][0]["expr"]), panel["title"]
         assert "{{reason}}" in panel["targets"][0]["legendFormat"], panel["title"]
         assert "injected_failure is expected" in panel["description"], panel["title"]
+
+
+def test_the_dra_row_is_last_and_holds_every_dra_query() -> None:
+    """Below the device-plugin rows, one panel per DRA concern; no DRA query elsewhere."""
+    every = load_dashboard()["panels"]
+    rows = [p["title"] for p in every if p["type"] == "row"]
+    assert rows[-1] == "DRA"
+    start = next(i for i, p in enumerate(every) if p["title"] == "DRA")
+    dra, rest = every[start + 1 :], every[:start]
+    assert [p["title"] for p in dra] == [
+        "DRA plugin registered per node",
+        "Prepared claims per node and resource",
+        "Claims prepared per second by result",
+        "Prepare latency p50 / p99",
+        "ResourceSlice writes by result",
+    ]
+    bottom = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in rest)
+    assert every[start]["gridPos"]["y"] == bottom
+    for panel in dra:
+        assert panel["gridPos"]["y"] > bottom, panel["title"]
+    dra_queries = {q.source for q in dashboard_queries({"panels": dra})}
+    for query in dashboard_queries():
+        is_dra = {m.startswith("widget_dra_") for m in metric_names(query.expr)}
+        assert is_dra == {query.source in dra_queries}, query.source
+    (registered,) = [p for p in dra if p["type"] == "state-timeline"]
+    mappings = registered["fieldConfig"]["defaults"]["mappings"][0]["options"]
+    assert {k: v["text"] for k, v in mappings.items()} == {"0": "Not registered", "1": "Registered"}
+
+
+def test_slice_writes_count_a_series_born_after_the_supervisor_started_writing() -> None:
+    """A supervisor publishes its slices before Prometheus first scrapes it: `increase()`
+    alone would show nothing for a fresh pod, so a series' first value counts whole."""
+    (writes,) = [p for p in panels() if p["title"] == "ResourceSlice writes by result"]
+    (target,) = writes["targets"]
+    selector = 'widget_dra_resourceslice_writes_total{node=~"$node"}'
+    assert target["expr"] == (
+        f"sum by (result) ((increase({selector}[$__rate_interval]) and {selector} offset "
+        f"$__rate_interval) or ({selector} unless {selector} offset $__rate_interval))"
+    )
+    assert "{{result}}" in target["legendFormat"]
 
 
 def test_devices_in_use_shows_a_gap_not_a_false_zero_while_pod_resources_is_down() -> None:
@@ -180,17 +245,24 @@ def test_unknown_metrics_are_caught() -> None:
 
 def test_known_metrics_are_what_a_busy_supervisor_exports() -> None:
     """KNOWN_METRICS comes from metric types; a scrape of a registry that has seen every event
-    (a resource, an allocation, a refusal, a registration, a reload, a holder) shows exactly
-    those series, `_created` timestamps aside."""
+    (a resource, an allocation, a refusal, a registration, a reload, a holder, a DRA claim
+    prepared, a slice written, a simulated node's status written) shows exactly those series,
+    `_created` timestamps aside."""
     holder = Holder("ska-sdp.org/snaffler-v1", "snaffler-v1-a", "default", "pod", "main")
     resource = ResourceState("ska-sdp.org/snaffler-v1", (Device("snaffler-v1-a", "/dev/a"),), True)
-    state = SupervisorState((resource,), config_ok=True, pod_resources_up=True, holders=(holder,))
+    dra = DraState(registered=True, prepared={"ska-sdp.org/gizmo-mk2": 1})
+    state = SupervisorState(
+        (resource,), config_ok=True, pod_resources_up=True, holders=(holder,), dra=dra
+    )
     metrics = Metrics(lambda: state)
     metrics.resource_added(resource.name)
     metrics.allocated(resource.name, containers=1, devices=1, seconds=0.001)
     metrics.allocation_failed(resource.name, reason="unknown_device", seconds=0.001)
     metrics.registration_changed(resource.name, registered=True)
     metrics.reloaded(ok=True)
+    metrics.prepared(result="success", seconds=0.001)
+    metrics.resourceslice_written("ok")
+    metrics.fleet_written("ok")
     scraped = {
         found.name
         for family in text_string_to_metric_families(generate_latest(metrics.registry).decode())

@@ -5,8 +5,11 @@ well-formed and name only known metrics. This test checks that they *work*: a `p
 process scrapes a running `widget-supervisor` that the kubelet stand-in has driven through
 known allocations to named pods (reported back by the stand-in's pod-resources API), a refused
 Allocate, an injected admission failure, a kubelet restart and two config reloads (one
-rejected, one accepted); then each query goes to Prometheus' HTTP API and must succeed, without
-warnings, with the data the dashboard and alerts are meant to show.
+rejected, one accepted). The same supervisor serves one resource through DRA, publishing its
+ResourceSlices to the API-server stand-in, and the stand-in of kubelet's DRA side prepares two
+claims through it (one allocated a device it has, one a device it does not). Then each query
+goes to Prometheus' HTTP API and must succeed, without warnings, with the data the dashboard
+and alerts are meant to show.
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ import grpc
 import pytest
 from promql_queries import Query, all_queries, dashboard_queries
 
+from apiserver_standin.server import ApiServer
 from kubelet_standin import KubeletStandIn
+from kubelet_standin.dra import DraPluginWatcher
 from tests.support import SupervisorProcess, eventually, free_port, http_get, sample, write_config
 
 pytestmark = pytest.mark.slow
@@ -61,7 +66,18 @@ MULTI_DEVICES = [
 ]
 RELOADED_DEVICES = [*MULTI_DEVICES, ("doohickey", "a100", "/dev/doohickey1")]
 # Admission faults (config/examples/admission-faults.yml): every doohickey Allocate fails.
-INJECTED = "resources:\n- {type: doohickey, model: a100, allocate: {failureRate: 1, seed: 7}}\n"
+INJECTED = "- {type: doohickey, model: a100, allocate: {failureRate: 1, seed: 7}}\n"
+# Besides them, a resource served through DRA (docs/dra.md), in both configs the supervisor
+# accepts: a type of its own, so that every device-plugin count above holds. Its devices are
+# published in the node's pool; `widget_devices` and `widget_plugin_registered` count it too.
+DRIVER = "ska-sdp.org"
+DRA_RESOURCE = "ska-sdp.org/sprocket-s1"
+DRA_DEVICES = [("sprocket", "s1", "/dev/sprocket0"), ("sprocket", "s1", "/dev/sprocket1")]
+DRA_ENTRY = "- {type: sprocket, model: s1, api: dra}\n"
+# The claims the scheduler "allocated": one a device of the pool (it is prepared), one a
+# device the pool does not have (the plugin refuses it, as for a stale allocation).
+PREPARED = "sprocket-s1-sprocket0"
+UNKNOWN = "sprocket-s1-nope"
 # The supervisor polls the stand-in's pod-resources API this often (seconds; default 10).
 POD_RESOURCES_INTERVAL = "0.5"
 
@@ -176,29 +192,84 @@ def prometheus_binary(require_tool: Callable[[str], str]) -> str:
     return os.path.abspath(require_tool("prometheus"))  # it runs with its temp dir as cwd
 
 
+def add_dra_resource(config: Path, *entries: str) -> None:
+    """Append the DRA devices and `resources:` (`entries`, then the DRA resource) to a config
+    that ends with its `devices:` list."""
+    devices = "".join(f"- {{type: {t}, model: {m}, device: {d}}}\n" for t, m, d in DRA_DEVICES)
+    with config.open("a") as handle:
+        handle.write(devices + "resources:\n" + "".join(entries) + DRA_ENTRY)
+
+
 @pytest.fixture
 def config_file(short_tmp: Path, examples: Path) -> Path:
     config = short_tmp / "etc" / "config.yaml"
     config.parent.mkdir()
     shutil.copy(examples / "multi.yml", config)
-    with config.open("a") as handle:
-        handle.write(INJECTED)
+    add_dra_resource(config, INJECTED)
     config.chmod(0o644)
     return config
 
 
+@dataclass
+class Dra:
+    """The DRA side of the node: the API server holding its slices and claims, and kubelet's
+    DRA plugin manager."""
+
+    api: ApiServer
+    kubelet: DraPluginWatcher
+
+    def devices(self) -> list[str]:
+        """The device names of the node's ResourceSlices."""
+        slices = self.api.objects("resourceslices")
+        return sorted(d["name"] for s in slices for d in s["spec"]["devices"])
+
+    def claim(self, name: str, device: str) -> tuple[str, str, str]:
+        """A ResourceClaim as the scheduler leaves it (allocated `device` of the node's pool);
+        its (namespace, name, uid), as kubelet passes it to NodePrepareResources."""
+        stored = self.api.put_object({
+            "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+            "metadata": {"name": name, "namespace": "ml"},
+            "spec": {"devices": {"requests": [{"name": "sprocket", "exactly": {
+                "deviceClassName": "sprocket-s1.ska-sdp.org"}}]}},
+            "status": {"allocation": {"devices": {"results": [
+                {"request": "sprocket", "driver": DRIVER, "pool": NODE, "device": device},
+            ]}}},
+        })  # fmt: skip
+        return "ml", name, stored["metadata"]["uid"]
+
+
+@pytest.fixture
+async def dra(short_tmp: Path) -> AsyncIterator[Dra]:
+    api = ApiServer()
+    await api.start()
+    watcher = DraPluginWatcher(short_tmp / "kubelet")
+    try:
+        api.put_object({"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE}})
+        await watcher.start()
+        yield Dra(api, watcher)
+    finally:
+        await watcher.stop()
+        await api.stop()
+
+
 @pytest.fixture
 async def supervisor(
-    config_file: Path, plugin_dir: Path, kubelet: KubeletStandIn
+    config_file: Path, plugin_dir: Path, kubelet: KubeletStandIn, dra: Dra, short_tmp: Path
 ) -> AsyncIterator[SupervisorProcess]:
     # The stand-in serves pod-resources at plugin_dir/../pod-resources/kubelet.sock, where the
     # supervisor looks by default (as in the chart's pod); only the poll interval is shortened.
+    # The DRA node is the scrape target's node.
     process = SupervisorProcess(
-        config_file, plugin_dir, "--pod-resources-interval", POD_RESOURCES_INTERVAL
-    )
+        config_file, plugin_dir, "--pod-resources-interval", POD_RESOURCES_INTERVAL,
+        "--node-name", NODE, "--kubeconfig", str(dra.api.kubeconfig(short_tmp / "kubeconfig")),
+        "--kubelet-root-dir", str(short_tmp / "kubelet"), "--cdi-dir", str(short_tmp / "cdi"),
+    )  # fmt: skip
     try:
         await process.start()
         await kubelet.wait_registered(RESOURCES)
+        await dra.kubelet.wait_registered(DRIVER, timeout=10)
+        # Published before Prometheus' first scrape, as a starting pod does.
+        await eventually(dra.devices, what="the node's ResourceSlices")
         yield process
     finally:
         code = await process.stop()
@@ -267,14 +338,19 @@ async def wait_for_scrapes(prometheus: Prometheus, *, after: float, count: int =
 
 
 async def drive(
-    supervisor: SupervisorProcess, kubelet: KubeletStandIn, config: Path, prometheus: Prometheus
+    supervisor: SupervisorProcess,
+    kubelet: KubeletStandIn,
+    dra: Dra,
+    config: Path,
+    prometheus: Prometheus,
 ) -> None:
     """The known history the queries are checked against (see the expected values below)."""
     await kubelet.allocate(V1, count=2, namespace="ml", pod="trainer-0", container="main")
-    # rate() sees only observations after a first scrape of a series, so the latency panel
-    # needs an Allocate after one.
+    # rate() sees only observations after a first scrape of a series, so the latency panels
+    # need an Allocate and a prepare after one.
     await wait_for_scrapes(prometheus, after=time.time(), count=1)
     await kubelet.allocate(V1, count=1, namespace="ml", pod="trainer-1", container="main")
+    await prepare_claims(dra)
     await kubelet.allocate(GIZMO, count=1, namespace="sim", pod="gizmo-user", container="worker")
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await kubelet.allocate(V2, device_ids=["snaffler-v2-nope"])
@@ -296,6 +372,7 @@ async def drive(
     mark = len(supervisor.lines)
     good = config.with_name(".good.yaml")
     write_config(good, RELOADED_DEVICES, domain="ska-sdp.org")
+    add_dra_resource(good)  # unchanged: its slices and its prepared claim stay
     os.rename(good, config)
     await supervisor.wait_for_log(r"reloaded .*1 updated", after=mark)
     await kubelet.wait_for(lambda k: len(k.plugins[DOOHICKEY].devices) == 2)
@@ -312,6 +389,18 @@ async def drive(
         holders_reported, what="the holders in the supervisor's metrics", every=0.2,
         ignore=NOT_YET, thread=True,
     )  # fmt: skip
+
+
+async def prepare_claims(dra: Dra) -> None:
+    """kubelet prepares a claim allocated a device of the pool, then one allocated a device
+    the pool does not have (one NodePrepareResources call each, as for two pods)."""
+    good = dra.claim("sprocket-user", PREPARED)
+    prepared = (await dra.kubelet.prepare(DRIVER, [good])).claims[good[2]]
+    assert prepared.error == ""
+    assert [d.device_name for d in prepared.devices] == [PREPARED]
+    bad = dra.claim("sprocket-stale", UNKNOWN)
+    refused = (await dra.kubelet.prepare(DRIVER, [bad])).claims[bad[2]]
+    assert f"{NODE}/{UNKNOWN}" in refused.error
 
 
 # -- checks --------------------------------------------------------------------------
@@ -358,18 +447,23 @@ async def test_every_dashboard_and_alert_query_works_against_live_prometheus(
     prometheus: Prometheus,
     supervisor: SupervisorProcess,
     kubelet: KubeletStandIn,
+    dra: Dra,
     config_file: Path,
 ) -> None:
-    await drive(supervisor, kubelet, config_file, prometheus)
+    await drive(supervisor, kubelet, dra, config_file, prometheus)
     await wait_for_scrapes(prometheus, after=time.time())
 
     # The supervisor's own view first, so a wrong value below points at Prometheus or a query.
-    assert sample(supervisor.metrics(), "widget_allocations_total", resource=V1) == 2
+    own = supervisor.metrics()
+    assert sample(own, "widget_allocations_total", resource=V1) == 2
+    assert sample(own, "widget_dra_prepared_claims", resource=DRA_RESOURCE) == 1
+    assert dra.devices() == [f"sprocket-s1-sprocket{i}" for i in range(2)]
 
     await check_every_query(prometheus)
     check_exact_values(prometheus)
     check_panels(prometheus)
     check_holders(prometheus)
+    check_dra(prometheus)
     check_alerts_and_variables(prometheus)
 
 
@@ -421,7 +515,9 @@ def check_exact_values(p: Prometheus) -> None:
 def check_panels(p: Prometheus) -> None:
     """What the dashboard shows, panel by panel."""
     panels = {q.source: q for q in dashboard_queries()}
-    assert panel_value(p, panels, "panel 'Healthy devices' target A") == 9
+    # The reloaded config's 9 device-plugin devices and the 2 DRA ones.
+    healthy = len(RELOADED_DEVICES) + len(DRA_DEVICES)
+    assert panel_value(p, panels, "panel 'Healthy devices' target A") == healthy == 11
     assert panel_value(p, panels, "panel 'Unhealthy devices' target A") == 0
     assert panel_value(p, panels, "panel 'Plugins not registered' target A") == 0
     by_reason = instant(p, panels["panel 'Allocation errors by reason (range)' target A"].expr)
@@ -446,7 +542,7 @@ def check_panels(p: Prometheus) -> None:
     }
     state = instant(p, panels["panel 'Registration state per node and resource' target A"].expr)
     assert sorted((s["metric"]["node"], s["metric"]["resource"], s["value"][1]) for s in state) == [
-        (NODE, resource, "1") for resource in sorted(RESOURCES)
+        (NODE, resource, "1") for resource in sorted([*RESOURCES, DRA_RESOURCE])
     ]
     newest = instant(p, panels["panel 'Newest config accepted per node' target A"].expr)
     assert [(s["metric"], s["value"][1]) for s in newest] == [({"node": NODE}, "1")]
@@ -477,6 +573,10 @@ def check_holders(p: Prometheus) -> None:
         V2: 0,
         GIZMO: 1,
         DOOHICKEY: 0,
+        # Not what is held: the monitor reads only device-plugin allocations from the
+        # pod-resources API, yet starts every resource at 0, the DRA one too (its prepared
+        # claim is counted by widget_dra_prepared_claims, see check_dra).
+        DRA_RESOURCE: 0,
     }
     up = instant(p, panels["panel 'Pod-resources API per node' target A"].expr)
     assert [(s["metric"], s["value"][1]) for s in up] == [({"node": NODE}, "1")]
@@ -496,6 +596,46 @@ def check_alerts_and_variables(p: Prometheus) -> None:
     assert nodes["data"] == [NODE]
     selected = {q.source: q for q in dashboard_queries(node=NODE, resource=V1)}
     assert panel_value(p, selected, "panel 'Healthy devices' target A") == 3
+    assert instant(p, selected["panel 'Prepared claims per node and resource' target A"].expr) == []
     other = {q.source: q for q in dashboard_queries(node=OTHER_NODE)}
     assert instant(p, other["panel 'Healthy devices' target A"].expr) == []
+    assert instant(p, other["panel 'DRA plugin registered per node' target A"].expr) == []
     assert panel_value(p, other, "panel 'Plugins not registered' target A") == 0  # or vector(0)
+
+
+def check_dra(p: Prometheus) -> None:
+    """The DRA metrics after one claim prepared and one refused, and the DRA row's panels."""
+    assert value(p, f'widget_dra_plugin_registered{{node="{NODE}"}}') == 1
+    assert value(p, f'widget_plugin_registered{{resource="{DRA_RESOURCE}"}}') == 1
+    assert value(p, f'widget_devices{{resource="{DRA_RESOURCE}", health="Healthy"}}') == 2
+    assert value(p, f'widget_dra_prepared_claims{{resource="{DRA_RESOURCE}", node="{NODE}"}}') == 1
+    assert value(p, 'widget_dra_prepare_total{result="success"}') == 1
+    assert value(p, 'widget_dra_prepare_total{result="error"}') == 1
+    assert value(p, "widget_dra_prepare_duration_seconds_count") == 2
+    ok = value(p, 'widget_dra_resourceslice_writes_total{result="ok"}')
+    assert ok >= 1  # the pool's first slice; an unchanged resource on reload writes nothing
+    panels = {q.source: q for q in dashboard_queries()}
+
+    def panel(title: str, ref: str = "A") -> dict[tuple[str, ...], float]:
+        result = instant(p, panels[f"panel {title!r} target {ref}"].expr)
+        return {tuple(s["metric"].values()): float(s["value"][1]) for s in result}
+
+    assert panel("DRA plugin registered per node") == {(NODE,): 1}
+    assert panel("Prepared claims per node and resource") == {(NODE, DRA_RESOURCE): 1}
+    # The slices were written before Prometheus' first scrape, and the series is younger than
+    # $__rate_interval: the panel counts every write (increase() alone would show 0).
+    assert panel("ResourceSlice writes by result") == {("ok",): ok, ("conflict",): 0, ("error",): 0}
+    rates = panel("Claims prepared per second by result")
+    assert rates.keys() == {("success",), ("error",)}
+    assert rates[("success",)] == rates[("error",)] > 0  # one each, at the same scrapes
+    expr = panels["panel 'Claims prepared per second by result' target A"].expr
+    ranged = result_of(Query("prepares", expr), p.query_range(expr, seconds=60))
+    assert {s["metric"]["result"] for s in ranged if any(float(v) for _, v in s["values"])} == {
+        "success",
+        "error",
+    }
+    # A number, not NaN: both prepares came after a scrape had seen the histogram.
+    for ref in ("A", "B"):
+        (quantile,) = panel("Prepare latency p50 / p99", ref).values()
+        assert not math.isnan(quantile)
+        assert 0 < quantile <= 2.5, ref
