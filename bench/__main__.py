@@ -21,6 +21,7 @@ SCENARIOS = {
     "allocate": scenarios.allocate,
     "scale": scenarios.scale,
     "hostile": scenarios.hostile,
+    "dra": scenarios.dra,
 }
 
 

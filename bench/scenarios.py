@@ -15,6 +15,7 @@ from pathlib import Path
 
 import grpc
 
+from bench import dra as dra_scenarios
 from bench.floor import READY
 from bench.harness import (
     DOMAIN,
@@ -60,17 +61,20 @@ class Sizes:
     hostile_seconds: float
     idle_seconds: float
     settle: float
+    dra: dra_scenarios.DraSizes
 
 
 FULL = Sizes(
     registration=(1, 50, 200), spread_devices=1000, restart_resources=50, restarts=5,
     reload_edits=60, allocate_calls=768, allocate_rounds=8, scale_devices=10_000,
     scale_reloads=10, wide=(200, 50), hostile_seconds=10.0, idle_seconds=30.0, settle=1.0,
+    dra=dra_scenarios.FULL,
 )  # fmt: skip
 QUICK = Sizes(
     registration=(1, 5, 20), spread_devices=100, restart_resources=5, restarts=2,
     reload_edits=8, allocate_calls=256, allocate_rounds=1, scale_devices=1000,
     scale_reloads=3, wide=(20, 5), hostile_seconds=2.5, idle_seconds=2.0, settle=0.2,
+    dra=dra_scenarios.QUICK,
 )  # fmt: skip
 
 
@@ -418,3 +422,11 @@ async def hostile(report: Report, sizes: Sizes) -> None:
                percentile(latencies, 0.99), "s", note=note)  # fmt: skip
     report.add("Hostile reload", "Allocate during hostile rewrites, max", max(latencies), "s",
                0.05, note="every write rejected, the last good config serving")  # fmt: skip
+
+
+# -- DRA ------------------------------------------------------------------------------------
+
+
+async def dra(report: Report, sizes: Sizes) -> None:
+    """ResourceSlices, reloads, prepare and idle cost in DRA mode: `bench.dra`."""
+    await dra_scenarios.dra(report, sizes.dra)
