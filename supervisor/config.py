@@ -192,7 +192,8 @@ def parse_config(
     if problems:
         problems = build(locate(problems))[1]
         raise ConfigError(problems)
-    if "dra" not in tree and len(domain) > DRA_DRIVER_MAX and any(r.api == DRA for r in resources):
+    uses_dra = api == DRA or any(s.api == DRA for sec in sections for s in sec.settings)
+    if "driver" not in tree.get("dra", {}) and len(domain) > DRA_DRIVER_MAX and uses_dra:
         raise ConfigError(
             [Problem(source, None, "dra.driver", f"(default: the domain '{domain}') must be no "
                      f"more than {DRA_DRIVER_MAX} characters; set dra.driver")]

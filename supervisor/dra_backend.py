@@ -98,10 +98,10 @@ class DraBackend:
     def states(self) -> list[ResourceState]:
         active = self._active
         if active is None:
-            return [ResourceState(s.name, (), registered=False) for s in self._specs]
+            return [ResourceState(s.name, (), registered=False, api=DRA) for s in self._specs]
         registered = active.plugin.registered
         return [
-            ResourceState(spec.name, active.devices(spec.name), registered=registered)
+            ResourceState(spec.name, active.devices(spec.name), registered=registered, api=DRA)
             for spec in active.specs()
         ]
 

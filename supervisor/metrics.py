@@ -15,10 +15,14 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from plugin_worker.api import HEALTHY, UNHEALTHY, Device
+from plugin_worker.api import DEVICE_PLUGIN, HEALTHY, UNHEALTHY, Device
 from supervisor import __version__
 from supervisor.podresources import Holder
 
+PREPARE_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)  # fmt: skip
+"""Prepare reads the claim from the API server, and allocate.delay may be seconds long."""
 ALLOCATE_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 )  # fmt: skip
@@ -31,6 +35,7 @@ class ResourceState:
     name: str
     devices: tuple[Device, ...]
     registered: bool
+    api: str = DEVICE_PLUGIN
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +172,9 @@ def _usage(state: SupervisorState) -> Iterator[Metric]:
         "Devices that kubelet reports held by a container (pod-resources API), by resource.",
         labels=["resource"],
     )
-    held: dict[str, set[str]] = {r.name: set() for r in state.resources}
+    # Only device-plugin resources: pod-resources does not report DRA claims' devices, and
+    # a 0 would claim that none is held (widget_dra_prepared_claims counts those).
+    held: dict[str, set[str]] = {r.name: set() for r in state.resources if r.api == DEVICE_PLUGIN}
     for holder in state.holders:
         held.setdefault(holder.resource, set()).add(holder.device)
     for resource, devices in sorted(held.items()):
@@ -231,7 +238,7 @@ class Metrics:
         self.dra_prepare_duration = Histogram(
             "widget_dra_prepare_duration_seconds",
             "Time spent preparing one ResourceClaim, in seconds.",
-            buckets=ALLOCATE_BUCKETS, registry=r,
+            buckets=PREPARE_BUCKETS, registry=r,
         )  # fmt: skip
         self.dra_slice_writes = Counter(
             "widget_dra_resourceslice_writes_total",

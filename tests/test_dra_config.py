@@ -147,6 +147,8 @@ def test_device_class_selects_the_resource_by_cel() -> None:
          "c.yml:1: devices[0].attributes.v: must be a string of at most 64 characters"),
         ("devices: [{type: a, model: b, device: /x, capacity: {memory: -1Gi}}]\n",
          "c.yml:1: devices[0].capacity.memory: must be a Kubernetes quantity"),
+        ("devices: [{type: a, model: b, device: /x, capacity: {shares: 2}}]\n",
+         "c.yml:1: devices[0].capacity.shares: is set by the plugin itself"),
         ("api: dra\ndevices:\n- {type: a, model: b, device: /x, id: GPU-0}\n"
          "- {type: a, model: c, device: /y, id: GPU-0}\n",
          "c.yml:4: devices[1].id: DRA device name 'gpu-0-742563b1' (from ID 'GPU-0') is also"),
@@ -159,12 +161,15 @@ def test_device_class_selects_the_resource_by_cel() -> None:
          "c.yml:6: devices[0].attributes: device 'a-b-x' would have 33 DRA attributes"),
         ("api: dra\ndomain: " + "a" * 64 + "\ndevices: [{type: a, model: b, device: /x}]\n",
          "c.yml: dra.driver: (default: the domain"),
+        ("dra: {}\nresources: [{type: a, model: b, api: dra}]\nnodes: [{match: z-*, devices: "
+         "[{type: a, model: b, device: /y}]}]\ndomain: " + "a" * 64 + "\ndevices: []\n",
+         "c.yml: dra.driver: (default: the domain"),
         ("api: dra\ndevices: [{type: a, model: b, device: /" + "x" * 70 + "}]\n",
          "c.yml:2: devices[0].device: is 71 characters long: with api: dra the path"),
     ],
     ids=["api", "driver", "reserved-attribute", "attribute-name", "attribute-type",
-         "version", "quantity", "device-name-clash", "class-clash", "too-many-attributes",
-         "long-default-driver", "long-path"],
+         "version", "quantity", "shares", "device-name-clash", "class-clash", "too-many-attributes",
+         "long-default-driver", "long-default-driver-elsewhere", "long-path"],
 )  # fmt: skip
 def test_dra_problems_name_the_field(text: str, expected: str) -> None:
     found = problems(text)

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from chart_render import ALERTS_FILE, DASHBOARD_FILE
 
-from supervisor.metrics import DraState, Metrics, SupervisorState
+from supervisor.metrics import DraState, FleetState, Metrics, SupervisorState
 
 # The series names each metric type puts on a scrape (prometheus_client's text format). A
 # counter's `_created` series is left out on purpose: it is a timestamp, not for dashboards.
@@ -38,7 +38,10 @@ def exported_metric_names() -> frozenset[str]:
     pod-resources API up, a DRA resource served), and each family's type says which series
     it puts on a scrape, so labelled metrics count before any label set exists."""
     dra = DraState(registered=True, prepared={})
-    state = SupervisorState(resources=(), config_ok=True, pod_resources_up=True, dra=dra)
+    fleet = FleetState(nodes=0, in_use={}, capacity={}, allocatable={})
+    state = SupervisorState(
+        resources=(), config_ok=True, pod_resources_up=True, dra=dra, fleet=fleet
+    )
     metrics = Metrics(lambda: state)
     names: set[str] = set()
     for family in metrics.registry.collect():

@@ -24,7 +24,7 @@ from promql_queries import (
 )
 
 from plugin_worker.api import Device
-from supervisor.metrics import DraState, Metrics, ResourceState, SupervisorState
+from supervisor.metrics import DraState, FleetState, Metrics, ResourceState, SupervisorState
 from supervisor.podresources import Holder
 
 # Metrics per node (no `resource` label): the Resource variable cannot filter them.
@@ -251,9 +251,14 @@ def test_known_metrics_are_what_a_busy_supervisor_exports() -> None:
     holder = Holder("ska-sdp.org/snaffler-v1", "snaffler-v1-a", "default", "pod", "main")
     resource = ResourceState("ska-sdp.org/snaffler-v1", (Device("snaffler-v1-a", "/dev/a"),), True)
     dra = DraState(registered=True, prepared={"ska-sdp.org/gizmo-mk2": 1})
+    fleet = FleetState(
+        nodes=1, in_use={("kwok-1", resource.name): 1}, capacity={resource.name: 2},
+        allocatable={resource.name: 2},
+    )  # fmt: skip
     state = SupervisorState(
-        (resource,), config_ok=True, pod_resources_up=True, holders=(holder,), dra=dra
-    )
+        (resource,), config_ok=True, pod_resources_up=True, holders=(holder,), dra=dra,
+        fleet=fleet,
+    )  # fmt: skip
     metrics = Metrics(lambda: state)
     metrics.resource_added(resource.name)
     metrics.allocated(resource.name, containers=1, devices=1, seconds=0.001)

@@ -573,10 +573,8 @@ def check_holders(p: Prometheus) -> None:
         V2: 0,
         GIZMO: 1,
         DOOHICKEY: 0,
-        # Not what is held: the monitor reads only device-plugin allocations from the
-        # pod-resources API, yet starts every resource at 0, the DRA one too (its prepared
-        # claim is counted by widget_dra_prepared_claims, see check_dra).
-        DRA_RESOURCE: 0,
+        # No series for the DRA resource: pod-resources reports only device-plugin
+        # allocations, and a 0 would be false (widget_dra_prepared_claims counts its claims).
     }
     up = instant(p, panels["panel 'Pod-resources API per node' target A"].expr)
     assert [(s["metric"], s["value"][1]) for s in up] == [({"node": NODE}, "1")]
