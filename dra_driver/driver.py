@@ -44,7 +44,7 @@ from plugin_worker.inventory import ContainerAllocation, Inventory
 
 logger = logging.getLogger(__name__)
 
-HEALTH_RESEND = 10.0
+HEALTH_RESEND = 20.0
 """Seconds between full health reports when nothing changes: kubelet reads a device as
 Unknown after 30 s without one."""
 
@@ -158,8 +158,9 @@ class MockDriver:
         offered: dict[str, list[dict[str, Any]]] = {}
         for name, resource in sorted(self._resources.items()):
             healthy = {d.id for d in resource.inventory.devices if d.health == HEALTHY}
+            labels = dict(resource.spec.labels)
             offered[name] = [
-                slice_device(resource.spec, p)
+                slice_device(resource.spec, p, labels)
                 for p in sorted(resource.by_name.values(), key=lambda p: p.name)
                 if p.id in healthy
             ]

@@ -153,17 +153,24 @@ class KubeletPlugin:
         )
         try:
             await self._serve(service, self.service_socket)
-            await self._serve(registration, self.registration_socket)
+            await self._serve(registration, self.registration_socket, hidden_first=True)
         except BaseException:
             await self.stop()
             raise
         logger.info("[%s] kubelet plugin serving on %s, registering through %s",
                     self.driver_name, self.service_socket, self.registration_socket)  # fmt: skip
 
-    async def _serve(self, server: grpc.aio.Server, path: Path) -> None:
+    async def _serve(
+        self, server: grpc.aio.Server, path: Path, *, hidden_first: bool = False
+    ) -> None:
+        """Bind and start `server` on `path`. With `hidden_first`, under a name starting with
+        '.' (which kubelet's plugin watcher ignores) and renamed into place once serving:
+        a socket file exists from bind, listening only from start, and a kubelet that
+        dials in between waits out gRPC's reconnect backoff (a second, seen in benchmarks)."""
         self._servers.append((server, path))  # before binding: stop() stops it whatever happens
+        bound_at = path.with_name("." + path.name) if hidden_first else path
         try:
-            bound = _bind(server, path)
+            bound = _bind(server, bound_at)
         except (OSError, RuntimeError) as error:
             raise KubeletPluginError(
                 f"[{self.driver_name}] cannot listen on {path}: {error} "
@@ -172,6 +179,8 @@ class KubeletPlugin:
         if not bound:
             raise KubeletPluginError(f"[{self.driver_name}] cannot listen on {path}")
         await server.start()
+        if bound_at != path:
+            os.replace(bound_at, path)
 
     async def stop(self) -> None:
         """End the health streams, stop both servers (upstream's order: DRA services first),

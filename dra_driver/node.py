@@ -73,7 +73,7 @@ class NodeDriver:
         self.driver.close()
 
     def _republish(self) -> None:
-        self.publisher.publish(self.driver.offered())
+        self.publisher.publish(self.driver.offered)  # computed once per write, not per change
 
     async def _read_claim(self, namespace: str, name: str) -> Mapping[str, Any]:
         try:

@@ -67,11 +67,15 @@ def _attribute(value: AttributeValue) -> dict[str, Any]:
     return {"string": value}
 
 
-def slice_device(spec: ResourceSpec, physical: PhysicalDevice) -> dict[str, Any]:
-    """One entry of a ResourceSlice's ``spec.devices``."""
+def slice_device(
+    spec: ResourceSpec, physical: PhysicalDevice, labels: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """One entry of a ResourceSlice's ``spec.devices``; `labels`: ``dict(spec.labels)``,
+    given when building many devices of one spec."""
     device = physical.device
+    labels = dict(spec.labels) if labels is None else labels
     attributes: dict[str, AttributeValue] = {
-        "type": spec.type, "model": spec.model, "path": device.path,
+        "type": labels["type"], "model": labels["model"], "path": device.path,
     }  # fmt: skip
     if device.numa is not None:
         attributes["numa"] = device.numa
@@ -98,10 +102,10 @@ def slice_device(spec: ResourceSpec, physical: PhysicalDevice) -> dict[str, Any]
     return entry
 
 
-def chunks(devices: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+def chunks(devices: Sequence[Mapping[str, Any]]) -> list[list[dict[str, Any]]]:
     """Devices split into slice-sized lists, in order (stable under appends at the end)."""
     step = MAX_DEVICES_PER_SLICE
-    return [list(devices[i : i + step]) for i in range(0, len(devices), step)]
+    return [[dict(d) for d in devices[i : i + step]] for i in range(0, len(devices), step)]
 
 
 def slice_document(

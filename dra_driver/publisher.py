@@ -22,7 +22,7 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any
 
 from lightkube import AsyncClient
@@ -50,6 +50,9 @@ SETTLE = 0.02
 
 Key = tuple[str, int]
 """(resource name, part index)."""
+Desired = Mapping[str, Sequence[Mapping[str, Any]]]
+"""Resource name -> its devices, as ResourceSlice device entries."""
+CONCURRENT_WRITES = 8
 WriteResult = Callable[[str], None]
 """Told each write's outcome: "ok", "conflict" or "error"."""
 
@@ -72,7 +75,7 @@ class SlicePublisher:
     ) -> None:
         self._client, self.node, self.driver, self.owner = client, node, driver, owner
         self._on_write = on_write or (lambda result: None)
-        self._desired: dict[str, list[dict[str, Any]]] = {}
+        self._desired: Desired | Callable[[], Desired] = {}
         self._version = 0
         """Bumped by each `publish`: a sync knows whether it wrote the newest state."""
         self._cache: dict[str, dict[str, Any]] = {}
@@ -89,9 +92,11 @@ class SlicePublisher:
 
     # -- public --------------------------------------------------------------------
 
-    def publish(self, desired: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
-        """From now on, offer exactly these devices: resource name -> slice devices."""
-        self._desired = {name: [dict(d) for d in devices] for name, devices in desired.items()}
+    def publish(self, desired: Desired | Callable[[], Desired]) -> None:
+        """From now on, offer exactly these devices: resource name -> slice devices. A
+        callable is called when the next write is computed, so that changes coming
+        together (a reload, faults flipping at once) are computed once."""
+        self._desired = desired
         self._version += 1
         self._in_sync.clear()
         self._dirty.set()
@@ -208,9 +213,10 @@ class SlicePublisher:
                 self._in_sync.set()
 
     def _wanted(self) -> dict[Key, list[dict[str, Any]]]:
+        desired = self._desired() if callable(self._desired) else self._desired
         return {
             (resource, index): part
-            for resource, devices in sorted(self._desired.items())
+            for resource, devices in sorted(desired.items())
             for index, part in enumerate(chunks(devices))
         }
 
@@ -238,10 +244,13 @@ class SlicePublisher:
         if not stale:
             return False
         generation = current + 1
-        for key, devices in wanted.items():
-            await self._write(key, devices, generation, len(wanted), have.get(key))
-        for name in extra:
-            await self._delete(name)
+        # Every slice first (several at once: a pool of 79 slices is 79 writes), then the
+        # deletions, so that the new generation is complete before old slices go.
+        await _bounded(
+            self._write(key, devices, generation, len(wanted), have.get(key))
+            for key, devices in wanted.items()
+        )
+        await _bounded(self._delete(name) for name in extra)
         logger.info(
             "ResourceSlices of node %s: pool generation %d, %d slices, %d devices",
             self.node, generation, len(wanted), sum(len(d) for d in wanted.values()),
@@ -309,6 +318,21 @@ class SlicePublisher:
                 if status_code(error) == 404:
                     self._cache.pop(name, None)
                 raise
+
+
+async def _bounded(writes: Iterable[Coroutine[Any, Any, None]]) -> None:
+    """Run the writes, CONCURRENT_WRITES at a time; the first failure is raised once all
+    have ended (the cache keeps what did succeed)."""
+    gate = asyncio.Semaphore(CONCURRENT_WRITES)
+
+    async def one(write: Coroutine[Any, Any, None]) -> None:
+        async with gate:
+            await write
+
+    outcomes = await asyncio.gather(*(one(w) for w in writes), return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 def _pool(document: Mapping[str, Any]) -> str | None:
