@@ -12,6 +12,7 @@ import contextlib
 import io
 import json
 import logging
+import os
 import socket
 import sys
 from collections.abc import Callable
@@ -229,6 +230,16 @@ def run(
         sys.exit(EXIT_ADDRESS)
 
 
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def _pod_namespace() -> str:
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or "default"
+    except OSError:
+        return "default"
+
+
 def _parse_selector(ctx: click.Context, param: click.Parameter, value: str) -> dict[str, str]:
     """``type=kwok,zone=a``: equality terms of a label selector (what KWOK's nodes carry)."""
     selector: dict[str, str] = {}
@@ -265,6 +276,20 @@ def _parse_selector(ctx: click.Context, param: click.Parameter, value: str) -> d
     envvar="WIDGET_METRICS_ADDRESS", show_envvar=True, callback=_check_address,
     help="HOST:PORT serving /metrics, /healthz and /readyz.",
 )  # fmt: skip
+@click.option(
+    "--leader-elect/--no-leader-elect", default=False, show_default=True,
+    envvar="WIDGET_LEADER_ELECT", show_envvar=True,
+    help="Run as one of several replicas: the one holding a Lease writes, the others wait.",
+)  # fmt: skip
+@click.option(
+    "--leader-election-namespace", default=None, envvar="WIDGET_LEADER_ELECTION_NAMESPACE",
+    show_envvar=True,
+    help="Namespace of the Lease  [default: the pod's, else default]",
+)  # fmt: skip
+@click.option(
+    "--leader-election-id", default="widget-supervisor-simulate", show_default=True,
+    envvar="WIDGET_LEADER_ELECTION_ID", show_envvar=True, help="Name of the Lease.",
+)  # fmt: skip
 @_with_logging
 @_domain_option
 @_strict_option
@@ -274,6 +299,9 @@ def simulate(
     kubeconfig: Path | None,
     qps: float,
     burst: int,
+    leader_elect: bool,
+    leader_election_namespace: str | None,
+    leader_election_id: str,
     metrics_address: str,
     log_level: str,
     log_format: str,
@@ -292,7 +320,17 @@ def simulate(
         pod_resources_interval=0,
         kubeconfig=None if kubeconfig is None else kubeconfig.absolute(),
     )  # fmt: skip
-    fleet = FleetSettings(selector=node_selector, qps=qps, burst=burst)
+    election = None
+    if leader_elect:
+        from fleet.leader import ElectionSettings
+
+        election = ElectionSettings(
+            name=leader_election_id,
+            namespace=leader_election_namespace or _pod_namespace(),
+            # The pod's name (downward API), else the host's: unique per replica.
+            identity=os.environ.get("POD_NAME") or socket.gethostname(),
+        )
+    fleet = FleetSettings(selector=node_selector, qps=qps, burst=burst, election=election)
     try:
         asyncio.run(Supervisor(settings, fleet=fleet).run())
     except ConfigError as error:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from lightkube import AsyncClient
 
     from fleet.controller import FleetController
+    from fleet.leader import ElectionSettings, LeaderElector
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ class FleetSettings:
     selector: Mapping[str, str] = field(default_factory=lambda: {"type": "kwok"})
     qps: float = 5.0
     burst: int = 10
+    election: ElectionSettings | None = None
+    """Set: one replica of several writes, chosen through a Lease (`fleet.leader`)."""
 
 
 class FleetBackend:
@@ -55,6 +58,7 @@ class FleetBackend:
         self._client_factory = client_factory
         self._client: AsyncClient | None = None
         self.controller: FleetController | None = None
+        self.elector: LeaderElector | None = None
         self._task: asyncio.Task[None] | None = None
         self._problem: str | None = None
 
@@ -75,7 +79,13 @@ class FleetBackend:
             bucket=TokenBucket(self.settings.qps, self.settings.burst),
             on_write=self._metrics.fleet_written,
         )
-        self._task = asyncio.create_task(self.controller.run(), name="fleet")
+        if self.settings.election is None:
+            self._task = asyncio.create_task(self.controller.run(), name="fleet")
+        else:
+            from fleet.leader import LeaderElector
+
+            self.elector = LeaderElector(self._client, self.settings.election)
+            self._task = asyncio.create_task(self.elector.run(self.controller.run), name="fleet")
         selector = ",".join(f"{k}={v}" for k, v in self.settings.selector.items())
         logger.info("simulating the nodes labelled %s (at most %g writes/s, burst %d)",
                     selector or "(any)", self.settings.qps, self.settings.burst)  # fmt: skip
@@ -104,20 +114,29 @@ class FleetBackend:
     def states(self) -> list[ResourceState]:
         return []
 
+    @property
+    def standing_by(self) -> bool:
+        """Another replica leads: this one waits, ready to take over."""
+        return self.elector is not None and not self.elector.leading
+
     def problems(self) -> dict[str, str]:
+        if self.standing_by:
+            return {}  # ready: a standby that answers is what a Deployment's rollout wants
         why = self._problem or (self.controller.problem if self.controller else None)
         return {} if why is None else {"simulated nodes": why}
 
     def summary(self) -> str:
         if self.controller is None:
             return f"simulated nodes not served: {self._problem}"
+        if self.elector is not None and self.standing_by:
+            return f"standing by (the leader is {self.elector.leader or 'unknown'})"
         return (f"{len(self.controller.nodes)} simulated nodes, "
                 f"{self.controller.pending} status writes pending")  # fmt: skip
 
     def state(self) -> FleetState | None:
         controller = self.controller
-        if controller is None:
-            return None
+        if controller is None or self.standing_by:
+            return None  # the leader exports the fleet; two would count it twice
         capacity: dict[str, int] = {}
         allocatable: dict[str, int] = {}
         for node in controller.nodes.values():

@@ -42,6 +42,8 @@ class SupervisorProcess:
             "--metrics-address", "127.0.0.1:0", "--log-level", "debug", *extra,
         ]  # fmt: skip
         self.lines: list[str] = []
+        self.env: dict[str, str] | None = None
+        """The process's environment (None: this one's)."""
         self.process: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
         self._new_line = asyncio.Event()
@@ -50,7 +52,7 @@ class SupervisorProcess:
     async def start(self, *, wait_for_metrics: bool = True) -> SupervisorProcess:
         self.process = await asyncio.create_subprocess_exec(
             *self.args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
+            stderr=asyncio.subprocess.STDOUT, env=self.env,
         )  # fmt: skip
         self._reader = asyncio.create_task(self._read())
         if wait_for_metrics:
