@@ -22,7 +22,7 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any
 
 from lightkube import AsyncClient
@@ -73,16 +73,11 @@ class SlicePublisher:
         owner: Mapping[str, str] | None = None,
         on_write: WriteResult | None = None,
     ) -> None:
-        self._client, self.node, self.driver, self.owner = client, node, driver, owner
-        self._on_write = on_write or (lambda result: None)
+        self._client, self.node, self.driver = client, node, driver
+        self._pool = Pool(client, node=node, driver=driver, owner=owner, on_write=on_write)
         self._desired: Desired | Callable[[], Desired] = {}
         self._version = 0
         """Bumped by each `publish`: a sync knows whether it wrote the newest state."""
-        self._cache: dict[str, dict[str, Any]] = {}
-        """Our pool's slices by name, as last seen (listed, watched or written)."""
-        self._stored: dict[str, str] = {}
-        """Slice name -> digest of its devices as the server stored our last write (the
-        server may drop fields its feature gates disable: that is not someone's edit)."""
         self._listed = asyncio.Event()
         self._dirty = asyncio.Event()
         self._in_sync = asyncio.Event()
@@ -108,9 +103,17 @@ class SlicePublisher:
     async def wait_in_sync(self) -> None:
         await self._in_sync.wait()
 
+    @property
+    def owner(self) -> Mapping[str, str] | None:
+        return self._pool.owner
+
+    @owner.setter
+    def owner(self, owner: Mapping[str, str] | None) -> None:
+        self._pool.owner = owner
+
     def slices(self) -> list[dict[str, Any]]:
         """The pool's slices as last seen."""
-        return list(self._cache.values())
+        return list(self._pool.cache.values())
 
     async def run(self) -> None:
         """Watch and write until cancelled; never raises for an API server's failure."""
@@ -120,15 +123,7 @@ class SlicePublisher:
 
     async def delete_all(self) -> None:
         """Delete the pool's slices (at shutdown); failures are logged, not raised."""
-        for name in list(self._cache):
-            try:
-                await self._client.delete(ResourceSlice, name)
-                self._on_write("ok")
-            except API_ERRORS as error:
-                if status_code(error) != 404:
-                    self._on_write("error")
-                    logger.warning("cannot delete ResourceSlice %s: %s", name, describe(error))
-            self._cache.pop(name, None)
+        await self._pool.delete_all()
 
     # -- watch: the cache ----------------------------------------------------------
 
@@ -159,25 +154,16 @@ class SlicePublisher:
             document = plain(obj)
             if _pool(document) == self.node:
                 found[document["metadata"]["name"]] = document
-        self._cache = found
+        self._pool.cache = found
         self.connected = True
         self._listed.set()
         self._dirty.set()
         return listing.resourceVersion
 
     def _observe(self, kind: str, document: dict[str, Any]) -> None:
-        name = document["metadata"]["name"]
-        if kind == "DELETED":
-            if self._cache.pop(name, None) is not None:
-                self._dirty.set()
-            return
-        if _pool(document) != self.node:
-            return
-        known = self._cache.get(name)
-        if known is not None and _older(document, known):
-            return  # an event from before our own write, which the cache already holds
-        self._cache[name] = document
-        if known is None or _version(known) != _version(document):
+        if (kind == "DELETED" or _pool(document) == self.node) and self._pool.observe(
+            kind, document
+        ):
             self._dirty.set()
 
     def _lost(self, error: BaseException) -> None:
@@ -197,7 +183,8 @@ class SlicePublisher:
             self._dirty.clear()
             version = self._version
             try:
-                wrote = await self._sync()
+                desired = self._desired() if callable(self._desired) else self._desired
+                wrote = await self._pool.sync(desired)
             except API_ERRORS as error:
                 self._dirty.set()
                 if status_code(error) == CONFLICT:
@@ -212,26 +199,63 @@ class SlicePublisher:
                 self.problem = None
                 self._in_sync.set()
 
-    def _wanted(self) -> dict[Key, list[dict[str, Any]]]:
-        desired = self._desired() if callable(self._desired) else self._desired
-        return {
-            (resource, index): part
-            for resource, devices in sorted(desired.items())
-            for index, part in enumerate(chunks(devices))
-        }
 
-    async def _sync(self) -> bool:
-        """One pass: write what differs; whether anything was written."""
-        wanted = self._wanted()
+class Pool:
+    """One node's pool of one driver: its slices as last seen, and the writes that make
+    them what is wanted (see the module docstring). Shared by the node agent's publisher
+    (one pool) and a simulated fleet's (one per node, one watch for all)."""
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        *,
+        node: str,
+        driver: str,
+        owner: Mapping[str, str] | None = None,
+        on_write: WriteResult | None = None,
+        before_write: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self._client, self.node, self.driver, self.owner = client, node, driver, owner
+        self._on_write = on_write or (lambda result: None)
+        self._before_write = before_write
+        self.cache: dict[str, dict[str, Any]] = {}
+        """The pool's slices by name, as last seen (listed, watched or written)."""
+        self._stored: dict[str, str] = {}
+        """Slice name -> digest of its devices as the server stored our last write (the
+        server may drop fields its feature gates disable: that is not someone's edit)."""
+
+    def observe(self, kind: str, document: dict[str, Any]) -> bool:
+        """A watch event of one of the pool's slices; whether the pool may need writes."""
+        name = document["metadata"]["name"]
+        if kind == "DELETED":
+            return self.cache.pop(name, None) is not None
+        known = self.cache.get(name)
+        if known is not None and _older(document, known):
+            return False  # an event from before our own write, which the cache already holds
+        self.cache[name] = document
+        return known is None or _version(known) != _version(document)
+
+    async def delete_all(self) -> None:
+        """Delete the pool's slices; failures are logged, not raised."""
+        for name in list(self.cache):
+            try:
+                await self._delete(name)
+            except API_ERRORS as error:
+                logger.warning("cannot delete ResourceSlice %s: %s", name, describe(error))
+                self.cache.pop(name, None)
+
+    async def sync(self, desired: Desired) -> bool:
+        """One pass: write what differs from `desired`; whether anything was written."""
+        wanted = _parts(desired)
         have: dict[Key, dict[str, Any]] = {}
         extra: list[str] = []
-        for name, document in sorted(self._cache.items()):
+        for name, document in sorted(self.cache.items()):
             key = _key(document)
             if key in wanted and key not in have:
                 have[key] = document
             else:
                 extra.append(name)
-        pools = [document["spec"]["pool"] for document in self._cache.values()]
+        pools = [document["spec"]["pool"] for document in self.cache.values()]
         current = max((int(p.get("generation", 0)) for p in pools), default=0)
         stale = (
             extra
@@ -273,6 +297,8 @@ class SlicePublisher:
         annotations = document["metadata"]["annotations"]
         annotations[PART_ANNOTATION] = str(index)
         annotations[DIGEST_ANNOTATION] = digest(devices)
+        if self._before_write is not None:
+            await self._before_write()
         try:
             if existing is None:
                 written = await self._client.create(ResourceSlice.from_dict(document))
@@ -291,7 +317,7 @@ class SlicePublisher:
         self._on_write("ok")
         result = plain(written)
         name = result["metadata"]["name"]
-        self._cache[name] = result
+        self.cache[name] = result
         self._stored[name] = digest(result["spec"].get("devices", []))
 
     def _untouched(self, document: Mapping[str, Any]) -> bool:
@@ -300,6 +326,8 @@ class SlicePublisher:
         return found in (_digest_of(document), self._stored.get(document["metadata"]["name"]))
 
     async def _delete(self, name: str) -> None:
+        if self._before_write is not None:
+            await self._before_write()
         try:
             await self._client.delete(ResourceSlice, name)
         except API_ERRORS as error:
@@ -308,15 +336,15 @@ class SlicePublisher:
                 raise
         else:
             self._on_write("ok")
-        self._cache.pop(name, None)
+        self.cache.pop(name, None)
 
     async def _refresh(self, name: str) -> None:
         with contextlib.suppress(*API_ERRORS):
             try:
-                self._cache[name] = plain(await self._client.get(ResourceSlice, name))
+                self.cache[name] = plain(await self._client.get(ResourceSlice, name))
             except API_ERRORS as error:
                 if status_code(error) == 404:
-                    self._cache.pop(name, None)
+                    self.cache.pop(name, None)
                 raise
 
 
@@ -333,6 +361,14 @@ async def _bounded(writes: Iterable[Coroutine[Any, Any, None]]) -> None:
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             raise outcome
+
+
+def _parts(desired: Desired) -> dict[Key, list[dict[str, Any]]]:
+    return {
+        (resource, index): part
+        for resource, devices in sorted(desired.items())
+        for index, part in enumerate(chunks(devices))
+    }
 
 
 def _pool(document: Mapping[str, Any]) -> str | None:
