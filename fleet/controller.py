@@ -31,7 +31,9 @@ from lightkube.resources.core_v1 import Node, NodeStatus, Pod
 from dra_driver.kube import API_ERRORS, FIELD_MANAGER, GONE, Backoff, describe, status_code
 from fleet.pods import pod_requests
 from fleet.ratelimit import TokenBucket
-from fleet.status import NodeResources, node_resources
+from fleet.slices import FleetSlices
+from fleet.status import NodeResources, node_resources, node_slices
+from plugin_worker.api import DRA
 from supervisor.config import Fleet
 
 logger = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ WriteResult = Callable[[str], None]
 @dataclass
 class _Node:
     first_seen: float
+    uid: str | None = None
     written: tuple[Counts, Counts] | None = None
     """(capacity, allocatable) of our last successful write."""
     shown: tuple[Counts, Counts] | None = None
@@ -74,6 +77,7 @@ class FleetController:
         selector: Mapping[str, str] | None = None,
         bucket: TokenBucket | None = None,
         on_write: WriteResult | None = None,
+        on_slice_write: WriteResult | None = None,
     ) -> None:
         self._client = client
         self.selector: LabelSelector = dict(DEFAULT_SELECTOR if selector is None else selector)
@@ -86,16 +90,37 @@ class FleetController:
         """Nodes to write, oldest first (a dict: queued twice is written once)."""
         self._queued = asyncio.Event()
         self._listed = asyncio.Event()
+        self._slices_started = asyncio.Event()
+        self._forgetting: set[asyncio.Task[None]] = set()
+        self._on_slice_write = on_slice_write or (lambda result: None)
         self.problem: str | None = "not yet in touch with the API server"
         self.writes = 0
+        self.slices: FleetSlices | None = None
+        """The simulated nodes' ResourceSlices, once a config has DRA resources."""
 
     # -- public --------------------------------------------------------------------
 
     def configure(self, fleet: Fleet) -> None:
         """A new config: every node is computed again (and written where it changed)."""
         self._fleet = fleet
+        if self.slices is not None and self.slices.driver != fleet.driver:
+            logger.warning("the DRA driver changed to %s: the old driver's slices stay until "
+                           "a restart", fleet.driver)  # fmt: skip
+            self.slices = None
+        if self.slices is None and self._uses_dra(fleet):
+            self.slices = FleetSlices(
+                self._client, driver=fleet.driver, before_write=self._bucket.take,
+                on_write=self._on_slice_write,
+            )  # fmt: skip
+            self._slices_started.set()
         for name in self.nodes:
             self._enqueue(name)
+
+    @staticmethod
+    def _uses_dra(fleet: Fleet) -> bool:
+        return fleet.api == DRA or any(
+            s.api == DRA for section in fleet.sections for s in section.settings
+        )
 
     def wanted(self, name: str) -> NodeResources:
         node = self.nodes[name]
@@ -125,10 +150,16 @@ class FleetController:
                 group.create_task(self._watch_pods(), name="fleet-pods")
                 for i in range(WRITERS):
                     group.create_task(self._writer(), name=f"fleet-writer-{i}")
+                group.create_task(self._run_slices(), name="fleet-slices")
         finally:
             for node in self.nodes.values():
                 if node.timer is not None:
                     node.timer.cancel()
+
+    async def _run_slices(self) -> None:
+        await self._slices_started.wait()  # the first config with a DRA resource
+        assert self.slices is not None
+        await self.slices.run()
 
     # -- nodes ---------------------------------------------------------------------
 
@@ -164,6 +195,8 @@ class FleetController:
         if known is None:
             known = self.nodes[name] = _Node(first_seen=time.monotonic())
             logger.debug("simulated node %s appeared", name)
+        if node.metadata is not None and node.metadata.uid:
+            known.uid = node.metadata.uid
         status = node.status
         capacity = dict(status.capacity or {}) if status is not None else {}
         allocatable = dict(status.allocatable or {}) if status is not None else {}
@@ -189,6 +222,13 @@ class FleetController:
         if node is not None and node.timer is not None:
             node.timer.cancel()
         self._queue.pop(name, None)
+        if self.slices is not None and name in self.slices.pools:
+            # The Node owns its slices (garbage-collected with it); deleting them is for
+            # an API server without that collector, and for a node that stays but no
+            # longer matches the selector.
+            task = asyncio.get_running_loop().create_task(self.slices.forget(name))
+            self._forgetting.add(task)
+            task.add_done_callback(self._forgetting.discard)
         logger.debug("simulated node %s is gone", name)
 
     # -- writes --------------------------------------------------------------------
@@ -222,7 +262,15 @@ class FleetController:
     async def _write(self, name: str) -> None:
         wanted = self.wanted(name)
         node = self.nodes[name]
-        self._arm_timer(name, node, wanted)
+        next_change = wanted.next_change
+        if self.slices is not None and self._fleet is not None:
+            elapsed = time.monotonic() - node.first_seen
+            offered, change = node_slices(self._fleet.resources_for(name), elapsed)
+            owner = None if node.uid is None else {"name": name, "uid": node.uid}
+            self.slices.want(name, offered, owner)
+            if change is not None and (next_change is None or change < next_change):
+                next_change = change
+        self._arm_timer(name, node, next_change)
         counts = (_counts(wanted.capacity), _counts(wanted.allocatable))
         if counts == node.written and counts == node.shown:
             return
@@ -243,13 +291,13 @@ class FleetController:
         if name in self.nodes:
             self.nodes[name].written = self.nodes[name].shown = counts
 
-    def _arm_timer(self, name: str, node: _Node, wanted: NodeResources) -> None:
+    def _arm_timer(self, name: str, node: _Node, next_change: float | None) -> None:
         if node.timer is not None:
             node.timer.cancel()
             node.timer = None
-        if wanted.next_change is not None:
+        if next_change is not None:
             loop = asyncio.get_running_loop()
-            delay = node.first_seen + wanted.next_change - time.monotonic()
+            delay = node.first_seen + next_change - time.monotonic()
             node.timer = loop.call_later(max(delay, 0.0), self._enqueue, name)
 
     def _lost(self, error: BaseException) -> None:

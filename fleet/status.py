@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from plugin_worker.api import DEVICE_PLUGIN, HEALTHY, ResourceSpec
+from dra_driver.objects import physical_devices, slice_device
+from plugin_worker.api import DEVICE_PLUGIN, DRA, HEALTHY, ResourceSpec
 from plugin_worker.health import device_health
 
 
@@ -45,3 +47,25 @@ def node_resources(specs: Sequence[ResourceSpec], elapsed: float) -> NodeResourc
         capacity[spec.name] = str(len(spec.devices))
         allocatable[spec.name] = str(healthy)
     return NodeResources(capacity, allocatable, soonest)
+
+
+def node_slices(
+    specs: Sequence[ResourceSpec], elapsed: float
+) -> tuple[dict[str, list[dict[str, Any]]], float | None]:
+    """The DRA devices a node's pool offers `elapsed` seconds after it appeared (healthy
+    ones only, as a node agent offers them), by resource, and when that next changes."""
+    offered: dict[str, list[dict[str, Any]]] = {}
+    soonest: float | None = None
+    for spec in specs:
+        if spec.api != DRA:
+            continue
+        labels = dict(spec.labels)
+        devices = []
+        for physical in physical_devices(spec):
+            health, change = device_health(physical.device, elapsed, failing=spec.failing)
+            if change is not None and (soonest is None or change < soonest):
+                soonest = change
+            if health == HEALTHY:
+                devices.append(slice_device(spec, physical, labels))
+        offered[spec.name] = devices
+    return offered, soonest

@@ -78,6 +78,7 @@ class FleetBackend:
             selector=self.settings.selector,
             bucket=TokenBucket(self.settings.qps, self.settings.burst),
             on_write=self._metrics.fleet_written,
+            on_slice_write=self._metrics.resourceslice_written,
         )
         if self.settings.election is None:
             self._task = asyncio.create_task(self.controller.run(), name="fleet")

@@ -5,6 +5,7 @@ an expired watch, and the client-side rate limit."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from apiserver_standin.server import ApiServer
-from tests.support import SupervisorProcess, eventually, sample
+from tests.support import SupervisorProcess, eventually, http_get, sample
 
 SNAFFLER, GIZMO, DOOHICKEY = (
     "ska-sdp.org/snaffler-v1", "ska-sdp.org/gizmo-mk2", "ska-sdp.org/doohickey-a100",
@@ -182,3 +183,28 @@ async def test_writes_keep_to_the_rate_limit(tmp_path: Path) -> None:
     finally:
         await process.stop()
         await api.stop()
+
+
+async def test_dra_resources_become_each_simulated_nodes_pool(fleet: Fleet) -> None:
+    await eventually(lambda: fleet.ours("gpu-node-1"))
+    fleet.config.write_text(CONFIG.replace("replicas: 3}", "replicas: 3, api: dra}"))
+
+    def pool(node: str) -> dict[str, dict[str, Any]]:
+        return {d["name"]: d for s in fleet.api.objects("resourceslices")
+                if s["spec"]["nodeName"] == node for d in s["spec"]["devices"]}  # fmt: skip
+
+    offered = await eventually(lambda: pool("gpu-node-1"), what="gpu-node-1's slices")
+    assert sorted(offered) == ["gizmo-mk2-gizmo0", "gizmo-mk2-gizmo1"]
+    assert offered["gizmo-mk2-gizmo0"]["capacity"]["shares"]["value"] == "3"
+    await eventually(lambda: GIZMO not in fleet.ours("gpu-node-1"), what="no longer a count")
+    (one,) = [
+        s for s in fleet.api.objects("resourceslices") if s["spec"]["nodeName"] == "gpu-node-1"
+    ]
+    node_uid = next(n["metadata"]["uid"] for n in fleet.api.objects("nodes")
+                    if n["metadata"]["name"] == "gpu-node-1")  # fmt: skip
+    assert one["metadata"]["ownerReferences"][0]["uid"] == node_uid
+    assert one["spec"]["pool"] == {"name": "gpu-node-1", "generation": 1, "resourceSliceCount": 1}
+    assert pool("plain-1") == {}, "no DRA resource there"
+    url = f"{fleet.api.url}/api/v1/nodes/gpu-node-1"
+    assert (await asyncio.to_thread(http_get, url, method="DELETE")).status == 200
+    await eventually(lambda: not pool("gpu-node-1"), what="the deleted node's slices deleted")
