@@ -78,8 +78,14 @@ def _out_of_time(signum: int, frame: object) -> None:
         raise _OutOfTimeError
 
 
-def _serve(conn: Connection, memory_limit: int) -> None:
-    """The child: parse each request, answer with the config or the problems."""
+def _serve(conn: Connection, memory_limit: int, parents: Connection | None = None) -> None:
+    """The child: parse each request, answer with the config or the problems.
+
+    `parents` is the supervisor's end of the pipe, which a forked child inherits: closed
+    first, so that the supervisor's death (even by SIGKILL) ends the pipe and this child
+    with it, instead of leaving it waiting forever on a pipe it holds open itself."""
+    if parents is not None:
+        parents.close()
     cap = _address_space() + memory_limit
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     signal.signal(signal.SIGALRM, _out_of_time)
@@ -271,7 +277,7 @@ class ConfigParser:
             ours, theirs = context.Pipe()
             process = context.Process(
                 target=_serve,
-                args=(theirs, self.memory_limit),
+                args=(theirs, self.memory_limit, ours if context is self._fork else None),
                 name="widget-config-parser",
                 daemon=True,
             )

@@ -154,9 +154,11 @@ class Supervisor:
         except BaseException:
             self._source.close()
             raise
-        self.metrics_address = await self._http.start(self.settings.metrics_address)
-        logger.info("metrics on http://%s:%d/metrics", *self.metrics_address)
         try:
+            if handle_signals:  # from here on SIGTERM stops in order, start-up included
+                self._install_signal_handlers()
+            self.metrics_address = await self._http.start(self.settings.metrics_address)
+            logger.info("metrics on http://%s:%d/metrics", *self.metrics_address)
             self._watcher = DirectoryWatcher(self._on_event)
             for backend in self.backends:
                 await backend.start(self._watcher)
@@ -164,8 +166,6 @@ class Supervisor:
             await self._apply(config)
             if self.pod_resources is not None:
                 self._spawn(self.pod_resources.run(), "pod-resources")
-            if handle_signals:
-                self._install_signal_handlers()
             self._started = True
             await self._stopping.wait()
         finally:
@@ -298,6 +298,9 @@ class Supervisor:
         )  # fmt: skip
 
     def _on_hup(self) -> None:
+        if not self._started:
+            logger.info("SIGHUP received while starting; the config is being read anyway")
+            return
         logger.info("SIGHUP received; reloading %s", self.settings.config)
         self._spawn(self.reload(force=True), "sighup-reload")
 

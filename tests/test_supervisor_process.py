@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from kubelet_standin import KubeletStandIn
-from tests.support import SupervisorProcess, http_get, sample, sockets_in, write_config
+from tests.support import SupervisorProcess, eventually, http_get, sample, sockets_in, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -320,3 +320,22 @@ async def test_config_directory_deleted_and_recreated(
         assert sample(supervisor.metrics(), "widget_config_last_reload_successful") == 1
     finally:
         assert await supervisor.stop() == 0
+
+
+async def test_the_parser_child_ends_with_the_supervisor_even_when_killed(
+    seed_config: Path, plugin_dir: Path, kubelet: KubeletStandIn
+) -> None:
+    """A forked child inherits the supervisor's end of their pipe: unless it closes it, a
+    SIGKILLed supervisor left the child waiting forever (and holding the supervisor's
+    stdout open, which hung whoever read it)."""
+    supervisor = await SupervisorProcess(seed_config, plugin_dir).start()
+    assert supervisor.process is not None
+    pid = supervisor.process.pid
+    # Children are listed by the thread that forked them (the parse runs in a thread).
+    tasks = Path(f"/proc/{pid}/task").iterdir()
+    children = [c for t in tasks for c in (t / "children").read_text().split()]
+    assert children, "the parser child runs"
+    supervisor.signal(signal.SIGKILL)
+    await supervisor.wait()  # it returns only once every holder of the pipe has closed it
+    await eventually(lambda: not any(Path(f"/proc/{c}").exists() for c in children),
+                     timeout=5, what="the parser child gone")  # fmt: skip
