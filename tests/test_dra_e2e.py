@@ -212,3 +212,18 @@ async def test_sigterm_removes_slices_and_sockets(node: Node) -> None:
     assert node.slices() == []
     assert not list((node.root / "plugins_registry").glob("*.sock"))
     await eventually(lambda: DRIVER not in node.kubelet.plugins(), what="deregistered")
+
+
+async def test_a_restarted_kubelet_registers_the_plugin_again(node: Node) -> None:
+    await node.kubelet.wait_registered(DRIVER, timeout=10)
+    await node.kubelet.stop()
+    restarted = DraPluginWatcher(node.root)  # kubelet finds the socket still in place
+    await restarted.start()
+    try:
+        await restarted.wait_registered(DRIVER, timeout=10)
+        claim = node.claim("snaffler-v1-w1")
+        assert (await restarted.prepare(DRIVER, [claim])).claims[claim[2]].error == ""
+    finally:
+        await restarted.stop()
+        node.kubelet = DraPluginWatcher(node.root)  # the fixture stops a started one
+        await node.kubelet.start()
