@@ -8,7 +8,10 @@ allocation the `helm test` pod checks for, and a ConfigMap update reaching the r
 stand-in and kubelet's DRA plugin watcher stand-in: the plugin registers where the chart mounts
 kubelet's directories, every API request it makes is one the chart's ClusterRole grants, every
 slice it writes is its own node's (what the admission policy demands), and the claim the
-`helm test` pod would make is prepared with WIDGET_VISIBLE_DEVICES in its CDI spec.
+`helm test` pod would make is prepared with WIDGET_VISIBLE_DEVICES in its CDI spec. The
+simulator's Deployment (`simulate.enabled`), against the API-server stand-in with two KWOK
+nodes and a real one: the simulated nodes' status gets their devices (a ConfigMap update too),
+and every request it makes is one its ClusterRole (or, electing a leader, its Role) grants.
 """
 
 from __future__ import annotations
@@ -18,15 +21,18 @@ import json
 import os
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from chart_render import REPO_ROOT, VALUES_DIR, Manifest, one, render
+import yaml
+from chart_render import NAMESPACE, REPO_ROOT, VALUES_DIR, Manifest, one, render
 
 from apiserver_standin.server import ApiServer, RequestRecord
 from kubelet_standin import KubeletStandIn
 from kubelet_standin.dra import DraPluginWatcher
+from supervisor import cli
 from tests.support import eventually, free_port, http_get
 
 SNAFFLER = "ska-sdp.org/snaffler-v1"
@@ -220,8 +226,8 @@ async def test_chart_container_writes_cdi_specs_where_the_chart_mounts_them(
     assert process.returncode == 0, log.read_text()
 
 
-def rbac_request(record: RequestRecord) -> tuple[str, str, str]:
-    """The (API group, resource, verb) RBAC checks for one request the supervisor made."""
+def request_parts(record: RequestRecord) -> tuple[str, str | None, list[str]]:
+    """(API group, namespace or None, [resource, name, subresource] as far as given)."""
     parts = record.path.strip("/").split("/")
     if parts[:2] == ["api", "v1"]:
         group, rest = "", parts[2:]
@@ -229,8 +235,17 @@ def rbac_request(record: RequestRecord) -> tuple[str, str, str]:
         assert parts[0] == "apis", record
         group, rest = parts[1], parts[3:]
     if rest[:1] == ["namespaces"] and len(rest) > 2:
-        rest = rest[2:]
+        return group, rest[1], rest[2:]
+    return group, None, rest
+
+
+def rbac_request(record: RequestRecord) -> tuple[str, str, str]:
+    """The (API group, resource, verb) RBAC checks for one request the supervisor made; a
+    subresource is `resource/subresource`, as RBAC rules name it (`nodes/status`)."""
+    group, _, rest = request_parts(record)
     resource, named = rest[0], len(rest) > 1
+    if len(rest) > 2:
+        resource = f"{rest[0]}/{rest[2]}"
     if record.method == "GET":
         watching = record.query.get("watch") in ("true", "1")
         verb = "get" if named else ("watch" if watching else "list")
@@ -355,3 +370,173 @@ async def test_chart_container_serves_dra_within_its_rbac(helm: str, short_tmp: 
     # SIGTERM deletes the node's slices (granted too, above).
     assert ("resource.k8s.io", "resourceslices", "delete") in made
     assert api.objects("resourceslices") == []
+
+
+# -- the simulator (simulate.enabled) ------------------------------------------------------
+
+
+def kwok_node(name: str, **labels: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels},
+        "status": {"capacity": {"cpu": "8"}, "allocatable": {"cpu": "8"}},
+    }  # fmt: skip
+
+
+def allows(rules: list[dict[str, Any]], record: RequestRecord) -> bool:
+    """Whether one of `rules` grants the request (resourceNames included: a create, which
+    names no object in its path, never matches a rule restricted to names)."""
+    group, resource, verb = rbac_request(record)
+    rest = request_parts(record)[2]
+    name = rest[1] if len(rest) > 1 else None
+    return any(
+        group in rule["apiGroups"] and resource in rule["resources"] and verb in rule["verbs"]
+        and (not rule.get("resourceNames") or name in rule["resourceNames"])
+        for rule in rules
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SimulatedCase:
+    values: tuple[Path, ...]
+    set_values: tuple[str, ...]
+    nodes: dict[str, dict[str, str]]
+    """Each simulated node's extended resources in its status (allocatable = capacity)."""
+    slices: dict[str, set[str]]
+    """Each simulated node's ResourceSlice devices' types (DRA resources)."""
+
+
+SIMULATED_CASES = [
+    pytest.param(
+        SimulatedCase(
+            (VALUES_DIR / "simulate.yaml",), (),
+            {"kwok-1": {SNAFFLER: "2"}, "kwok-gpu-1": {SNAFFLER: "2", GIZMO: "2"}}, {},
+        ),
+        id="simulate",
+    ),
+    # The DRA values: the simulator publishes each simulated node's slices too (its
+    # ClusterRole then grants resourceslices); on gpu nodes every resource is DRA's.
+    pytest.param(
+        SimulatedCase(
+            (VALUES_DIR / "dra.yaml",), ("simulate.enabled=true",),
+            {"kwok-1": {"ska-sdp.org/doohickey-a100": "1"}, "gpu-node-9": {}},
+            {"kwok-1": {"snaffler", "gizmo"},
+             "gpu-node-9": {"snaffler", "gizmo", "thingamajig", "doohickey"}},
+        ),
+        id="dra",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", SIMULATED_CASES)
+async def test_chart_simulator_serves_simulated_nodes_within_its_rbac(
+    helm: str, short_tmp: Path, case: SimulatedCase
+) -> None:
+    manifests = render(helm, values=case.values, set_values=case.set_values)
+    (container,) = one(manifests, "Deployment")["spec"]["template"]["spec"]["containers"]
+    config_dir = ConfigMapDir(short_tmp / "config")
+    config = one(manifests, "ConfigMap", "-config")["data"]["config.yaml"]
+    config_dir.publish(config)
+    api = ApiServer()
+    await api.start()
+    for name in case.nodes:
+        api.put_object(kwok_node(name, type="kwok"))
+    api.put_object(kwok_node("real-1", **{"kubernetes.io/os": "linux"}))
+    port = free_port()
+    env = simulator_env(container, port=port, kubeconfig=api.kubeconfig(short_tmp / "kc"))
+    args = [str(a).replace(CHART_CONFIG_DIR, str(config_dir.root)) for a in container["args"]]
+    log = short_tmp / "simulator.log"
+    with log.open("wb") as sink:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "supervisor", *args,
+            env={**os.environ, **env}, cwd=REPO_ROOT, stdout=sink, stderr=sink,
+        )  # fmt: skip
+
+    def ours(node: str, field: str = "allocatable") -> dict[str, str]:
+        return extended_resources(api, node, field)
+
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for probe in ("livenessProbe", "readinessProbe"):
+            await poll_http(base + container[probe]["httpGet"]["path"], process, "ok")
+        await eventually(lambda: {n: ours(n) for n in case.nodes} == case.nodes, what="status")
+        assert {n: ours(n, "capacity") for n in case.nodes} == case.nodes
+        await eventually(lambda: slice_types(api) == case.slices, what="each node's slices")
+        assert ours("real-1") == {}, "not labelled type=kwok"
+        await poll_http(base + "/metrics", process, f"widget_simulated_nodes {len(case.nodes)}.0")
+        # `helm upgrade` with one more snaffler: the ConfigMap's `..data` swap, no restart.
+        reloaded = yaml.safe_load(config)
+        reloaded["devices"].append({"type": "snaffler", "model": "v1", "device": "/dev/wibble9"})
+        config_dir.publish(yaml.safe_dump(reloaded))
+        if case.slices:
+            count = slice_devices(api)
+            await eventually(
+                lambda: slice_devices(api) == count + len(case.nodes), what="the reload"
+            )
+        else:
+            await eventually(lambda: ours("kwok-1") == {SNAFFLER: "3"}, what="the reload")
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(process.wait(), 15)
+        await api.stop()
+        print(log.read_text())
+    assert process.returncode == 0, log.read_text()
+    check_simulator_requests(manifests, api.requests, dra=bool(case.slices))
+
+
+def simulator_env(container: dict[str, Any], *, port: int, kubeconfig: Path) -> dict[str, str]:
+    """The simulator container's env with the downward API's values, its metrics on `port`
+    and the API server reached through `kubeconfig` (for the pod's service account)."""
+    fields = {"metadata.namespace": NAMESPACE, "metadata.name": "widget-sim-7c9d-x2x9q"}
+    env = {
+        item["name"]: item["value"] if "value" in item
+        else fields[item["valueFrom"]["fieldRef"]["fieldPath"]]
+        for item in container["env"]
+    }  # fmt: skip
+    assert env["WIDGET_METRICS_ADDRESS"] == "0.0.0.0:9464"
+    return env | {
+        "WIDGET_METRICS_ADDRESS": f"127.0.0.1:{port}",
+        "WIDGET_KUBECONFIG": str(kubeconfig),
+    }
+
+
+def extended_resources(api: ApiServer, node: str, field: str) -> dict[str, str]:
+    (found,) = [n for n in api.objects("nodes") if n["metadata"]["name"] == node]
+    return {k: v for k, v in found["status"].get(field, {}).items() if "/" in k}
+
+
+def slice_types(api: ApiServer) -> dict[str, set[str]]:
+    """The device types of each node's ResourceSlices."""
+    found: dict[str, set[str]] = {}
+    for s in api.objects("resourceslices"):
+        types = {d["attributes"]["type"]["string"] for d in s["spec"]["devices"]}
+        found.setdefault(s["spec"]["nodeName"], set()).update(types)
+    return found
+
+
+def slice_devices(api: ApiServer) -> int:
+    return sum(len(s["spec"]["devices"]) for s in api.objects("resourceslices"))
+
+
+def check_simulator_requests(
+    manifests: list[Manifest], requests: list[RequestRecord], *, dra: bool
+) -> None:
+    """Every request the simulator made is granted by its ClusterRole, or (namespaced, in the
+    release namespace) by its Role; and it made the ones it needs."""
+    cluster_role = one(manifests, "ClusterRole", "-simulator")
+    roles = [m for m in manifests if m["kind"] == "Role"]
+    refused = [
+        r for r in requests
+        if not allows(cluster_role["rules"], r)
+        and not (request_parts(r)[1] == NAMESPACE and any(allows(x["rules"], r) for x in roles))
+    ]  # fmt: skip
+    assert not refused, [(r.method, r.path) for r in refused]
+    made = {rbac_request(r) for r in requests}
+    assert {("", "nodes", "list"), ("", "nodes", "watch"), ("", "nodes/status", "patch"),
+            ("", "pods", "list"), ("", "pods", "watch")} <= made  # fmt: skip
+    if dra:
+        assert {("resource.k8s.io", "resourceslices", v) for v in ("list", "create")} <= made
+    # Two replicas elect a leader through the Lease (where this CLI has leader election: it
+    # is being added beside this chart).
+    if roles and any(p.name == "leader_elect" for p in cli.simulate.params):
+        assert {("coordination.k8s.io", "leases", v) for v in ("get", "create")} <= made

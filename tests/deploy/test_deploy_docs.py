@@ -69,3 +69,37 @@ def test_dra_mode_is_described() -> None:
         "tests.deviceClass",
     ):
         assert text in section, text
+
+
+def test_simulated_nodes_are_described() -> None:
+    """The simulator's values, what the chart renders for it, and how its metrics are kept
+    apart from the node agents'."""
+    section = DEPLOY.partition("### Simulated nodes (KWOK)")[2].partition("\n## ")[0]
+    for text in (
+        "simulate.enabled",
+        "simulate.nodeSelector",
+        "simulate.replicas",
+        "simulate.daemonSetAffinity",
+        "simulate.affinity",
+        "simulate.serviceAccount.create",
+        "WIDGET_NODE_SELECTOR",
+        "WIDGET_QPS",
+        "WIDGET_BURST",
+        "WIDGET_LEADER_ELECT=true",
+        "WIDGET_LEADER_ELECTION_NAMESPACE",
+        "WIDGET_LEADER_ELECTION_ID",
+        "POD_NAME",
+        "`nodes/status` patch",
+        "resourceslices",
+        "Lease",
+        "type NotIn [kwok]",
+        "honorLabels: true",
+        "runAsNonRoot",
+        "kubectl get nodes -l type=kwok",
+    ):
+        assert text in section, text
+    fleet_row = MONITORING[MONITORING.index("| Simulated fleet |") :]
+    for panel in ("Simulated nodes", "Simulated capacity, allocatable and in use",
+                  "Node status writes by result"):  # fmt: skip
+        assert f"| {panel} |" in fleet_row, panel
+    assert "honor_labels: true" in MONITORING

@@ -36,7 +36,12 @@ PER_NODE_METRICS = {
     "widget_dra_prepare_total",
     "widget_dra_prepare_duration_seconds_bucket",
     "widget_dra_resourceslice_writes_total",
+    "widget_simulated_nodes",
+    "widget_simulated_node_writes_total",
 }
+# The simulator's metrics (`widget-supervisor simulate`): one process for the whole cluster,
+# whose series carry no pod node; the Node variable lists real nodes only.
+FLEET_PREFIX = "widget_simulated_"
 DEFAULT_TITLES = {"", "Panel Title", "New panel", "New Panel", "Row title", "New row"}
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 
@@ -113,6 +118,10 @@ def test_panels_do_not_overlap() -> None:
         "widget_dra_prepare_total",
         "widget_dra_prepare_duration_seconds_bucket",
         "widget_dra_resourceslice_writes_total",
+        "widget_simulated_nodes",
+        "widget_simulated_capacity",
+        "widget_simulated_allocatable",
+        "widget_simulated_node_writes_total",
     ],
 )
 def test_the_required_metrics_are_on_the_dashboard(metric: str) -> None:
@@ -145,11 +154,17 @@ def test_latency_panels_show_p50_and_p99_from_the_histogram(
 
 
 def test_queries_filter_by_node_and_resource() -> None:
+    """Every query follows the Node and Resource variables, where its metrics have the label.
+    The simulated fleet's do not filter by node: the simulator's series have no `node` of the
+    pod (its widget_devices_in_use has the simulated node's, which the variable never lists),
+    and `node=~"live-node-1"` would hide the whole fleet."""
     for panel in panels():
         for target in panel["targets"]:
-            assert 'node=~"$node"' in target["expr"], panel["title"]
             # Substituted first: `offset $__rate_interval` would read as a metric name.
-            if not metric_names(grafana_substitute(target["expr"])) <= PER_NODE_METRICS:
+            names = metric_names(grafana_substitute(target["expr"]))
+            fleet = any(n.startswith(FLEET_PREFIX) for n in names)
+            assert ('node=~"$node"' in target["expr"]) != fleet, panel["title"]
+            if not names <= PER_NODE_METRICS:
                 assert 'resource=~"$resource"' in target["expr"], panel["title"]
 
 
@@ -177,13 +192,20 @@ def test_error_panels_break_errors_down_by_reason_and_explain_injected_failures(
         assert "injected_failure is expected" in panel["description"], panel["title"]
 
 
-def test_the_dra_row_is_last_and_holds_every_dra_query() -> None:
+def row_panels(title: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The panels of the row called `title`, and every panel above that row."""
+    every = load_dashboard()["panels"]
+    start = next(i for i, p in enumerate(every) if p["title"] == title)
+    end = next((i for i, p in enumerate(every) if i > start and p["type"] == "row"), len(every))
+    return every[start + 1 : end], every[:start]
+
+
+def test_the_dra_row_follows_the_device_plugin_rows_and_holds_every_dra_query() -> None:
     """Below the device-plugin rows, one panel per DRA concern; no DRA query elsewhere."""
     every = load_dashboard()["panels"]
     rows = [p["title"] for p in every if p["type"] == "row"]
-    assert rows[-1] == "DRA"
-    start = next(i for i, p in enumerate(every) if p["title"] == "DRA")
-    dra, rest = every[start + 1 :], every[:start]
+    assert rows[-2:] == ["DRA", "Simulated fleet"]
+    dra, rest = row_panels("DRA")
     assert [p["title"] for p in dra] == [
         "DRA plugin registered per node",
         "Prepared claims per node and resource",
@@ -192,7 +214,7 @@ def test_the_dra_row_is_last_and_holds_every_dra_query() -> None:
         "ResourceSlice writes by result",
     ]
     bottom = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in rest)
-    assert every[start]["gridPos"]["y"] == bottom
+    assert every[len(rest)]["gridPos"]["y"] == bottom
     for panel in dra:
         assert panel["gridPos"]["y"] > bottom, panel["title"]
     dra_queries = {q.source for q in dashboard_queries({"panels": dra})}
@@ -204,12 +226,78 @@ def test_the_dra_row_is_last_and_holds_every_dra_query() -> None:
     assert {k: v["text"] for k, v in mappings.items()} == {"0": "Not registered", "1": "Registered"}
 
 
-def test_slice_writes_count_a_series_born_after_the_supervisor_started_writing() -> None:
-    """A supervisor publishes its slices before Prometheus first scrapes it: `increase()`
-    alone would show nothing for a fresh pod, so a series' first value counts whole."""
-    (writes,) = [p for p in panels() if p["title"] == "ResourceSlice writes by result"]
+def test_the_fleet_row_is_last_and_holds_every_simulated_query() -> None:
+    """At the bottom, the simulated nodes (`widget-supervisor simulate`): how many, their
+    devices, their status writes; no query of the simulator's own metrics elsewhere."""
+    every = load_dashboard()["panels"]
+    assert [p["title"] for p in every if p["type"] == "row"][-1] == "Simulated fleet"
+    fleet, rest = row_panels("Simulated fleet")
+    assert [p["title"] for p in fleet] == [
+        "Simulated nodes",
+        "Simulated capacity, allocatable and in use",
+        "Node status writes by result",
+    ]
+    bottom = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in rest)
+    assert every[len(rest)]["gridPos"]["y"] == bottom
+    assert all(p["gridPos"]["y"] > bottom for p in fleet)
+    fleet_queries = {q.source for q in dashboard_queries({"panels": fleet})}
+    for query in dashboard_queries():
+        reads = any(m.startswith(FLEET_PREFIX) for m in metric_names(query.expr))
+        assert reads == (query.source in fleet_queries), query.source
+
+
+def test_fleet_devices_compare_capacity_allocatable_and_the_simulators_in_use() -> None:
+    """Per resource, summed over the simulated nodes. In use is the simulator's own
+    widget_devices_in_use (the node agents export one too, without a simulated node): only
+    series scraped from a target that reports simulated nodes count, and a resource nobody
+    holds reads 0 rather than nothing."""
+    (devices,) = [p for p in panels() if p["title"] == "Simulated capacity, allocatable and in use"]
+    exprs = {t["refId"]: t["expr"] for t in devices["targets"]}
+    legends = {t["refId"]: t["legendFormat"] for t in devices["targets"]}
+    capacity = 'widget_simulated_capacity{resource=~"$resource"}'
+    assert exprs["A"] == f"sum by (resource) ({capacity})"
+    assert exprs["B"] == 'sum by (resource) (widget_simulated_allocatable{resource=~"$resource"})'
+    assert exprs["C"] == (
+        'sum by (resource) (widget_devices_in_use{resource=~"$resource"} and on (job, instance) '
+        f"widget_simulated_nodes) or (sum by (resource) ({capacity}) * 0)"
+    )
+    assert legends == {
+        "A": "{{resource}} capacity",
+        "B": "{{resource}} allocatable",
+        "C": "{{resource}} in use",
+    }
+    (nodes,) = [p for p in panels() if p["title"] == "Simulated nodes"]
+    assert [t["expr"] for t in nodes["targets"]] == ["sum(widget_simulated_nodes)"]
+
+
+@pytest.mark.parametrize("title", ["Config reloads", "Newest config accepted per node"])
+def test_config_panels_name_the_simulator_which_has_no_node(title: str) -> None:
+    """The simulator reads the same config as the node agents but runs on no node of its own
+    (its series have no `node`): these per-node panels show it as "simulator", not as a
+    series without a name."""
+    (panel,) = [p for p in panels() if p["title"] == title]
+    (target,) = panel["targets"]
+    assert '"node", "simulator", "node", "")' in target["expr"]
+    assert target["expr"].startswith(("sum by (node, result) (label_replace(", "max by (node) ("))
+    assert "simulator" in panel["description"]
+
+
+@pytest.mark.parametrize(
+    ("title", "selector"),
+    [
+        ("ResourceSlice writes by result", 'widget_dra_resourceslice_writes_total{node=~"$node"}'),
+        ("Node status writes by result", "widget_simulated_node_writes_total"),
+    ],
+    ids=["resourceslices", "simulated-nodes"],
+)
+def test_write_panels_count_a_series_born_after_the_writer_started_writing(
+    title: str, selector: str
+) -> None:
+    """A supervisor publishes its slices (the simulator its nodes' status) before Prometheus
+    first scrapes it: `increase()` alone would show nothing for a fresh pod, so a series'
+    first value counts whole."""
+    (writes,) = [p for p in panels() if p["title"] == title]
     (target,) = writes["targets"]
-    selector = 'widget_dra_resourceslice_writes_total{node=~"$node"}'
     assert target["expr"] == (
         f"sum by (result) ((increase({selector}[$__rate_interval]) and {selector} offset "
         f"$__rate_interval) or ({selector} unless {selector} offset $__rate_interval))"

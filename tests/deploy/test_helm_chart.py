@@ -77,6 +77,7 @@ def test_there_are_enough_values_files() -> None:
         "scheduling",
         "realistic-mocks",
         "dra",
+        "simulate",
     }
 
 
@@ -112,7 +113,7 @@ def test_every_object_is_named_labelled_and_namespaced(helm: str, values: tuple[
         labels = meta["labels"]
         assert labels["app.kubernetes.io/instance"] == "widget"
         assert labels["app.kubernetes.io/managed-by"] == "Helm"
-        assert labels["helm.sh/chart"] == "widget-plugin-0.3.0"
+        assert labels["helm.sh/chart"] == "widget-plugin-0.4.0"
 
 
 def test_default_config_appears_in_the_configmap(helm: str) -> None:

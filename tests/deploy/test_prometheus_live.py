@@ -7,9 +7,11 @@ known allocations to named pods (reported back by the stand-in's pod-resources A
 Allocate, an injected admission failure, a kubelet restart and two config reloads (one
 rejected, one accepted). The same supervisor serves one resource through DRA, publishing its
 ResourceSlices to the API-server stand-in, and the stand-in of kubelet's DRA side prepares two
-claims through it (one allocated a device it has, one a device it does not). Then each query
-goes to Prometheus' HTTP API and must succeed, without warnings, with the data the dashboard
-and alerts are meant to show.
+claims through it (one allocated a device it has, one a device it does not). Beside it, a
+`widget-supervisor simulate` serves two simulated (KWOK) nodes of the same API-server stand-in,
+one with a bound pod holding devices, scraped as a second target without the `node` label
+(as the chart's simulator ServiceMonitor does). Then each query goes to Prometheus' HTTP API and
+must succeed, without warnings, with the data the dashboard and alerts are meant to show.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
@@ -81,6 +84,27 @@ UNKNOWN = "sprocket-s1-nope"
 # The supervisor polls the stand-in's pod-resources API this often (seconds; default 10).
 POD_RESOURCES_INTERVAL = "0.5"
 
+# The simulator (`widget-supervisor simulate`), a second scrape target: two KWOK nodes, of which
+# the GPU one also gets two gizmos, and 3 snafflers each (one Unhealthy: not allocatable). A
+# pod bound to the GPU node holds 2 snafflers; nobody holds a simulated gizmo (while the node
+# agent's gizmo-user does hold one of its own).
+JOB, SIMULATOR_JOB = "widget-plugin", "widget-simulator"
+SIMULATED_NODES = ["kwok-1", "kwok-gpu-1"]
+SIMULATOR_CONFIG = """\
+devices:
+- {type: snaffler, model: v1, device: /dev/wibble1}
+- {type: snaffler, model: v1, device: /dev/wibble2}
+- {type: snaffler, model: v1, device: /dev/wibble3, health: Unhealthy}
+nodes:
+- match: "kwok-gpu-*"
+  devices:
+  - {type: gizmo, model: mk2, device: /dev/gizmo0}
+  - {type: gizmo, model: mk2, device: /dev/gizmo1}
+"""
+SIMULATED_CAPACITY = {V1: 6, GIZMO: 2}
+SIMULATED_ALLOCATABLE = {V1: 4, GIZMO: 2}
+SIMULATED_IN_USE = {V1: 2, GIZMO: 0}
+
 # Who holds what after the scenario: (resource, namespace, pod, container) -> device count.
 HOLDERS = {
     (V1, "ml", "trainer-0", "main"): 2,
@@ -138,29 +162,38 @@ class Prometheus:
             query=expr, start=f"{end - seconds:.3f}", end=f"{end:.3f}", step=step,
         )  # fmt: skip
 
-    def target(self) -> dict[str, Any]:
-        """The one scrape target; empty until the scrape manager has applied the config."""
+    def target(self, job: str = JOB) -> dict[str, Any]:
+        """The job's one scrape target; empty until the scrape manager has applied the config."""
         targets = api_get(self.url, "/api/v1/targets")["data"]["activeTargets"]
-        assert len(targets) <= 1, targets
-        return dict(targets[0]) if targets else {}
+        found = [t for t in targets if t["labels"]["job"] == job]
+        assert len(found) <= 1, targets
+        return dict(found[0]) if found else {}
 
 
-def write_prometheus_config(path: Path, target: str) -> None:
+def write_prometheus_config(path: Path, target: str, simulator: str) -> None:
+    """The node agent's target with the `node` label the chart's ServiceMonitor sets; the
+    simulator's without (its ServiceMonitor has no node relabeling: its widget_devices_in_use
+    carries the simulated node's name as `node`)."""
     config = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "900ms", "evaluation_interval": "1s"},
         "scrape_configs": [
             {
-                "job_name": "widget-plugin",
+                "job_name": JOB,
                 "static_configs": [{"targets": [target], "labels": {"node": NODE}}],
-            }
+            },
+            {
+                "job_name": SIMULATOR_JOB,
+                "honor_labels": True,
+                "static_configs": [{"targets": [simulator]}],
+            },
         ],
     }
     path.write_text(json.dumps(config, indent=2))  # JSON is YAML
 
 
-def start_prometheus(binary: str, workdir: Path, target: str) -> Prometheus:
+def start_prometheus(binary: str, workdir: Path, target: str, simulator: str) -> Prometheus:
     config = workdir / "prometheus.yml"
-    write_prometheus_config(config, target)
+    write_prometheus_config(config, target, simulator)
     port = free_port()
     log = workdir / "prometheus.log"
     with open(log, "wb") as out:
@@ -252,6 +285,74 @@ async def dra(short_tmp: Path) -> AsyncIterator[Dra]:
         await api.stop()
 
 
+def kwok_node(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {"type": "kwok"}},
+        "status": {"capacity": {"cpu": "8", "pods": "110"},
+                   "allocatable": {"cpu": "8", "pods": "110"}},
+    }  # fmt: skip
+
+
+@pytest.fixture
+async def simulator(dra: Dra, short_tmp: Path) -> AsyncIterator[SupervisorProcess]:
+    """`widget-supervisor simulate` against the DRA node's API-server stand-in (whose node,
+    unlabelled, is not simulated). Started here and awaited in `prometheus`, so that it boots
+    while the node agent does."""
+    for name in SIMULATED_NODES:
+        dra.api.put_object(kwok_node(name))
+    dra.api.put_object({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sim-trainer", "namespace": "ml"},
+        "spec": {"nodeName": "kwok-gpu-1", "containers": [
+            {"name": "main", "resources": {"limits": {V1: "2"}}}]},
+        "status": {"phase": "Running"},
+    })  # fmt: skip
+    config = short_tmp / "sim" / "config.yaml"
+    config.parent.mkdir()
+    config.write_text(SIMULATOR_CONFIG)
+    config.chmod(0o644)
+    port = free_port()
+    process = SupervisorProcess(config, short_tmp / "unused")
+    process.args = [
+        sys.executable, "-m", "supervisor", "simulate", "--config", str(config),
+        "--kubeconfig", str(dra.api.kubeconfig(short_tmp / "sim" / "kubeconfig")),
+        "--metrics-address", f"127.0.0.1:{port}", "--qps", "100", "--burst", "100",
+    ]  # fmt: skip
+    process.metrics_url = f"http://127.0.0.1:{port}"
+    await process.start(wait_for_metrics=False)
+    try:
+        yield process
+    finally:
+        code = await process.stop()
+    assert code in {0, None}, process.output
+
+
+def status_patches(api: ApiServer) -> dict[str, int]:
+    """How many status writes (PATCH of nodes/NAME/status) the API server took, by node."""
+    found: dict[str, int] = {}
+    for request in api.requests:
+        parts = request.path.strip("/").split("/")
+        if (
+            request.method == "PATCH"
+            and request.status < 300
+            and parts[:3] == ["api", "v1", "nodes"]
+            and parts[4:] == ["status"]
+        ):
+            found[parts[3]] = found.get(parts[3], 0) + 1
+    return found
+
+
+def simulated_status(api: ApiServer) -> dict[str, dict[str, str]]:
+    """Each simulated node's allocatable extended resources, as the API server stores them."""
+    return {
+        n["metadata"]["name"]: {
+            k: v for k, v in n.get("status", {}).get("allocatable", {}).items() if "/" in k
+        }
+        for n in api.objects("nodes")
+        if n["metadata"]["name"] in SIMULATED_NODES
+    }
+
+
 @pytest.fixture
 async def supervisor(
     config_file: Path, plugin_dir: Path, kubelet: KubeletStandIn, dra: Dra, short_tmp: Path
@@ -285,11 +386,25 @@ def prometheus_dir(short_tmp: Path) -> Path:
 
 @pytest.fixture
 async def prometheus(
-    prometheus_binary: str, prometheus_dir: Path, supervisor: SupervisorProcess
+    prometheus_binary: str,
+    prometheus_dir: Path,
+    simulator: SupervisorProcess,
+    supervisor: SupervisorProcess,
+    dra: Dra,
 ) -> AsyncIterator[Prometheus]:
-    """A Prometheus scraping the supervisor every second, ready and with one scrape done."""
+    """A Prometheus scraping the supervisor and the simulator every second, ready and with one
+    scrape of each done. The simulator has written its nodes before: as a starting pod does,
+    it writes before its first scrape."""
+    wanted = {"kwok-1": {V1: "2"}, "kwok-gpu-1": {V1: "2", GIZMO: "2"}}
+    await eventually(lambda: simulated_status(dra.api) == wanted, what="the simulated nodes")
+    await eventually(
+        lambda: sample(simulator.metrics(), "widget_devices_in_use", node="kwok-gpu-1",
+                       resource=V1) == 2,
+        what="the simulator's pod count", ignore=NOT_YET, thread=True,
+    )  # fmt: skip
     target = supervisor.metrics_url.removeprefix("http://")
-    server = start_prometheus(prometheus_binary, prometheus_dir, target)
+    sim_target = simulator.metrics_url.removeprefix("http://")
+    server = start_prometheus(prometheus_binary, prometheus_dir, target, sim_target)
     try:
 
         def ready() -> bool:
@@ -301,8 +416,8 @@ async def prometheus(
         # A first scrape before anything happens: counters that start at 0 (reload failures,
         # allocations) are then seen to rise, as they are in a long-running deployment.
         await eventually(
-            lambda: server.target().get("health") == "up",
-            what="first scrape", every=0.2, ignore=NOT_YET, thread=True,
+            lambda: all(server.target(job).get("health") == "up" for job in (JOB, SIMULATOR_JOB)),
+            what="first scrapes", every=0.2, ignore=NOT_YET, thread=True,
         )  # fmt: skip
         yield server
     finally:
@@ -446,6 +561,7 @@ def expect_empty(query: Query) -> bool:
 async def test_every_dashboard_and_alert_query_works_against_live_prometheus(
     prometheus: Prometheus,
     supervisor: SupervisorProcess,
+    simulator: SupervisorProcess,
     kubelet: KubeletStandIn,
     dra: Dra,
     config_file: Path,
@@ -464,6 +580,7 @@ async def test_every_dashboard_and_alert_query_works_against_live_prometheus(
     check_panels(prometheus)
     check_holders(prometheus)
     check_dra(prometheus)
+    check_fleet(prometheus, simulator, dra)
     check_alerts_and_variables(prometheus)
 
 
@@ -503,13 +620,15 @@ def check_exact_values(p: Prometheus) -> None:
     for resource in RESOURCES:
         assert value(p, f'widget_registrations_total{{resource="{resource}"}}') == 2, resource
         assert value(p, f'widget_plugin_registered{{resource="{resource}"}}') == 1, resource
-    assert value(p, 'widget_config_reloads_total{result="success"}') == 1
-    assert value(p, 'widget_config_reloads_total{result="failure"}') == 1
-    assert value(p, "widget_config_last_reload_successful") == 1
+    # The simulator has config metrics of its own (no reload there): the node agent's job.
+    assert value(p, f'widget_config_reloads_total{{result="success", job="{JOB}"}}') == 1
+    assert value(p, f'widget_config_reloads_total{{result="failure", job="{JOB}"}}') == 1
+    assert value(p, f'widget_config_last_reload_successful{{job="{JOB}"}}') == 1
     assert value(p, f'widget_pod_resources_up{{node="{NODE}"}}') == 1
     for resource in RESOURCES:
         held = sum(n for (r, *_), n in HOLDERS.items() if r == resource)
-        assert value(p, f'widget_devices_in_use{{resource="{resource}"}}') == held, resource
+        in_use = f'widget_devices_in_use{{resource="{resource}", node="{NODE}"}}'
+        assert value(p, in_use) == held, resource
 
 
 def check_panels(p: Prometheus) -> None:
@@ -544,8 +663,16 @@ def check_panels(p: Prometheus) -> None:
     assert sorted((s["metric"]["node"], s["metric"]["resource"], s["value"][1]) for s in state) == [
         (NODE, resource, "1") for resource in sorted([*RESOURCES, DRA_RESOURCE])
     ]
+    # The simulator reads a config too; it has no node, and shows as "simulator".
     newest = instant(p, panels["panel 'Newest config accepted per node' target A"].expr)
-    assert [(s["metric"], s["value"][1]) for s in newest] == [({"node": NODE}, "1")]
+    assert sorted((s["metric"]["node"], s["value"][1]) for s in newest) == [
+        (NODE, "1"),
+        ("simulator", "1"),
+    ]
+    reloads = instant(p, panels["panel 'Config reloads' target A"].expr)
+    assert {(s["metric"]["node"], s["metric"]["result"]) for s in reloads} == {
+        (node, result) for node in (NODE, "simulator") for result in ("success", "failure")
+    }
     # V1's latency is a number: it had an Allocate after a scrape had seen its histogram.
     latency = instant(p, panels["panel 'Allocate latency p50 / p99' target B"].expr)
     (v1_p99,) = [float(s["value"][1]) for s in latency if s["metric"]["resource"] == V1]
@@ -607,10 +734,11 @@ def check_dra(p: Prometheus) -> None:
     assert value(p, f'widget_plugin_registered{{resource="{DRA_RESOURCE}"}}') == 1
     assert value(p, f'widget_devices{{resource="{DRA_RESOURCE}", health="Healthy"}}') == 2
     assert value(p, f'widget_dra_prepared_claims{{resource="{DRA_RESOURCE}", node="{NODE}"}}') == 1
-    assert value(p, 'widget_dra_prepare_total{result="success"}') == 1
-    assert value(p, 'widget_dra_prepare_total{result="error"}') == 1
-    assert value(p, "widget_dra_prepare_duration_seconds_count") == 2
-    ok = value(p, 'widget_dra_resourceslice_writes_total{result="ok"}')
+    # Every supervisor exports these from its start, the simulator too: the node agent's job.
+    assert value(p, f'widget_dra_prepare_total{{result="success", job="{JOB}"}}') == 1
+    assert value(p, f'widget_dra_prepare_total{{result="error", job="{JOB}"}}') == 1
+    assert value(p, f'widget_dra_prepare_duration_seconds_count{{job="{JOB}"}}') == 2
+    ok = value(p, f'widget_dra_resourceslice_writes_total{{result="ok", job="{JOB}"}}')
     assert ok >= 1  # the pool's first slice; an unchanged resource on reload writes nothing
     panels = {q.source: q for q in dashboard_queries()}
 
@@ -637,3 +765,50 @@ def check_dra(p: Prometheus) -> None:
         (quantile,) = panel("Prepare latency p50 / p99", ref).values()
         assert not math.isnan(quantile)
         assert 0 < quantile <= 2.5, ref
+
+
+def check_fleet(p: Prometheus, simulator: SupervisorProcess, dra: Dra) -> None:
+    """The simulator's metrics, scraped without the node relabeling, and the fleet row: the
+    devices of the simulated nodes apart from the node agent's (same resource names)."""
+    assert value(p, f'up{{job="{SIMULATOR_JOB}"}}') == 1
+    assert value(p, "widget_simulated_nodes") == len(SIMULATED_NODES)
+    for name, expected in (
+        ("widget_simulated_capacity", SIMULATED_CAPACITY),
+        ("widget_simulated_allocatable", SIMULATED_ALLOCATABLE),
+    ):
+        series = instant(p, name)
+        assert {s["metric"]["resource"]: float(s["value"][1]) for s in series} == expected, name
+    # Its own `node` label, the simulated node's (honor_labels; no target label to override).
+    held = instant(p, f'widget_devices_in_use{{job="{SIMULATOR_JOB}"}}')
+    assert [(s["metric"]["node"], s["metric"]["resource"], s["value"][1]) for s in held] == [
+        ("kwok-gpu-1", V1, "2")
+    ]
+    # Each status write the API server took, counted ok (before the first scrape): one per
+    # node, or one more where a node was queued again while its write was in flight (its
+    # own watch event can arrive before the answer); no error series.
+    patches = status_patches(dra.api)
+    assert set(patches) == set(SIMULATED_NODES), patches
+    writes = instant(p, "widget_simulated_node_writes_total")
+    assert {s["metric"]["result"]: float(s["value"][1]) for s in writes} == {
+        "ok": sum(patches.values())
+    }, patches
+    assert simulated_status(dra.api) == {"kwok-1": {V1: "2"}, "kwok-gpu-1": {V1: "2", GIZMO: "2"}}
+
+    panels = {q.source: q for q in dashboard_queries()}
+
+    def panel(title: str, ref: str = "A") -> dict[tuple[str, ...], float]:
+        result = instant(p, panels[f"panel {title!r} target {ref}"].expr)
+        return {tuple(s["metric"].values()): float(s["value"][1]) for s in result}
+
+    assert panel("Simulated nodes") == {(): 2}
+    devices = "Simulated capacity, allocatable and in use"
+    assert panel(devices, "A") == {(r,): n for r, n in SIMULATED_CAPACITY.items()}
+    assert panel(devices, "B") == {(r,): n for r, n in SIMULATED_ALLOCATABLE.items()}
+    # In use: the simulated nodes' pod only (the node agent's trainers hold 3 snafflers and
+    # gizmo-user a gizmo), and 0 for the gizmos nobody holds there.
+    assert panel(devices, "C") == {(r,): n for r, n in SIMULATED_IN_USE.items()}
+    # Written before the first scrape, younger than $__rate_interval: counted whole.
+    assert panel("Node status writes by result") == {("ok",): sum(patches.values())}
+    # Selecting a (real) node leaves the fleet row alone: the simulator's series have none.
+    selected = {q.source: q for q in dashboard_queries(node=NODE)}
+    assert panel_value(p, selected, "panel 'Simulated nodes' target A") == 2
