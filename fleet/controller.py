@@ -130,11 +130,15 @@ class FleetController:
         return node_resources(specs, time.monotonic() - node.first_seen)
 
     def in_use(self) -> dict[tuple[str, str], int]:
-        """(node, resource) -> devices that pods bound to the node hold."""
+        """(node, resource) -> our devices that pods bound to the node hold (another
+        vendor's extended resources on the same nodes are not ours to count)."""
         held: dict[tuple[str, str], int] = {}
         for pod in self._pods.values():
-            if pod.node in self.nodes:
-                for resource, count in pod.requests.items():
+            if pod.node not in self.nodes or self._fleet is None:
+                continue
+            ours = {s.name for s in self._fleet.resources_for(pod.node)}
+            for resource, count in pod.requests.items():
+                if resource in ours:
                     held[(pod.node, resource)] = held.get((pod.node, resource), 0) + count
         return held
 
@@ -205,9 +209,15 @@ class FleetController:
             _counts({k: v for k, v in capacity.items() if k in ours}),
             _counts({k: v for k, v in allocatable.items() if k in ours}),
         )
-        if known.shown != known.written or known.written is None:
+        # Compared with what is wanted, not with what was last written: the event of our
+        # own write may come before the write's answer, and must not queue it again.
+        if self._fleet is not None and known.shown != self._wanted_counts(name):
             self._enqueue(name)
         return name
+
+    def _wanted_counts(self, name: str) -> tuple[Counts, Counts]:
+        wanted = self.wanted(name)
+        return _counts(wanted.capacity), _counts(wanted.allocatable)
 
     def _ours(self, name: str) -> set[str]:
         """Resource names we write, or wrote, on this node."""
@@ -260,6 +270,8 @@ class FleetController:
                 backoff.reset()
 
     async def _write(self, name: str) -> None:
+        if self._fleet is None:
+            return  # before the first config: nothing is known to be wanted, not "nothing"
         wanted = self.wanted(name)
         node = self.nodes[name]
         next_change = wanted.next_change

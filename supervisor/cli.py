@@ -247,7 +247,7 @@ def _parse_selector(ctx: click.Context, param: click.Parameter, value: str) -> d
         key, sep, wanted = term.partition("=")
         if not sep or not key or "!" in key:
             raise click.BadParameter(f"{term!r} is not KEY=VALUE", ctx=ctx, param=param)
-        selector[key.strip()] = wanted.strip().removeprefix("=")  # key==value too
+        selector[key.strip()] = wanted.removeprefix("=").strip()  # key==value too
     return selector
 
 

@@ -73,6 +73,7 @@ class FleetBackend:
             self._problem = f"no access to the Kubernetes API: {type(error).__name__}: {error}"
             logger.error("simulated nodes not served: %s", self._problem)
             return
+        self._metrics.fleet_started()
         self.controller = FleetController(
             self._client,
             selector=self.settings.selector,

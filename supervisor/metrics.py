@@ -299,6 +299,11 @@ class Metrics:
     def fleet_written(self, result: str) -> None:
         self.fleet_writes.labels(result).inc()
 
+    def fleet_started(self) -> None:
+        """Start the fleet's write series at 0 (a node agent exports none of them)."""
+        for result in ("ok", "error"):
+            self.fleet_writes.labels(result)
+
     # -- lifecycle -----------------------------------------------------------------
 
     def resource_added(self, resource: str) -> None:

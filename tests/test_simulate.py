@@ -101,6 +101,11 @@ async def test_each_node_gets_what_its_globs_give_it(fleet: Fleet) -> None:
     managers = {m["manager"] for n in nodes for m in n["metadata"].get("managedFields", ())}
     assert "widget-supervisor" in managers
     metrics = fleet.process.metrics()
+    patches = [r.path for r in fleet.api.requests if r.method == "PATCH"]
+    assert sorted(patches) == sorted(f"/api/v1/nodes/{n}/status"
+                                     for n in ("plain-1", "gpu-node-1", "edge-7")), \
+        "one write per node (its own write's event does not queue it again)"  # fmt: skip
+    assert sample(metrics, "widget_simulated_node_writes_total", result="ok") == 3
     assert sample(metrics, "widget_simulated_nodes") == 3
     assert sample(metrics, "widget_simulated_capacity", resource=SNAFFLER) == 4  # not edge-7
 
