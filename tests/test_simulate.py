@@ -213,3 +213,29 @@ async def test_dra_resources_become_each_simulated_nodes_pool(fleet: Fleet) -> N
     url = f"{fleet.api.url}/api/v1/nodes/gpu-node-1"
     assert (await asyncio.to_thread(http_get, url, method="DELETE")).status == 200
     await eventually(lambda: not pool("gpu-node-1"), what="the deleted node's slices deleted")
+
+
+async def test_throttled_and_failed_writes_are_retried(tmp_path: Path) -> None:
+    api = ApiServer()
+    await api.start()
+    api.put_object(kwok_node("plain-1"))
+    api.fail_next("PATCH", "/api/v1/nodes/*/status", 429, retry_after=0.3)
+    api.fail_next("PATCH", "/api/v1/nodes/*/status", 503)
+    (tmp_path / "widget.yml").write_text(CONFIG)
+    (tmp_path / "widget.yml").chmod(0o644)
+    process = await start_fleet(api, tmp_path)
+    try:
+
+        def written() -> bool:
+            return SNAFFLER in api.objects("nodes")[0].get("status", {}).get("allocatable", {})
+
+        await eventually(written, timeout=15, what="written after a 429 and a 503")
+        statuses = [r.status for r in api.requests if r.method == "PATCH"]
+        assert statuses == [429, 503, 200], statuses
+        times = [r.time for r in api.requests if r.method == "PATCH"]
+        assert times[1] - times[0] >= 0.3, "the 429's Retry-After was honoured"
+        metrics = process.metrics()
+        assert sample(metrics, "widget_simulated_node_writes_total", result="error") == 2
+    finally:
+        await process.stop()
+        await api.stop()
