@@ -22,6 +22,7 @@ SCENARIOS = {
     "scale": scenarios.scale,
     "hostile": scenarios.hostile,
     "dra": scenarios.dra,
+    "simulate": scenarios.simulate,
 }
 
 

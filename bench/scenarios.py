@@ -16,6 +16,7 @@ from pathlib import Path
 import grpc
 
 from bench import dra as dra_scenarios
+from bench import simulate as simulate_scenarios
 from bench.floor import READY
 from bench.harness import (
     DOMAIN,
@@ -62,19 +63,20 @@ class Sizes:
     idle_seconds: float
     settle: float
     dra: dra_scenarios.DraSizes
+    simulate: simulate_scenarios.SimSizes
 
 
 FULL = Sizes(
     registration=(1, 50, 200), spread_devices=1000, restart_resources=50, restarts=5,
     reload_edits=60, allocate_calls=768, allocate_rounds=8, scale_devices=10_000,
     scale_reloads=10, wide=(200, 50), hostile_seconds=10.0, idle_seconds=30.0, settle=1.0,
-    dra=dra_scenarios.FULL,
+    dra=dra_scenarios.FULL, simulate=simulate_scenarios.FULL,
 )  # fmt: skip
 QUICK = Sizes(
     registration=(1, 5, 20), spread_devices=100, restart_resources=5, restarts=2,
     reload_edits=8, allocate_calls=256, allocate_rounds=1, scale_devices=1000,
     scale_reloads=3, wide=(20, 5), hostile_seconds=2.5, idle_seconds=2.0, settle=0.2,
-    dra=dra_scenarios.QUICK,
+    dra=dra_scenarios.QUICK, simulate=simulate_scenarios.QUICK,
 )  # fmt: skip
 
 
@@ -430,3 +432,11 @@ async def hostile(report: Report, sizes: Sizes) -> None:
 async def dra(report: Report, sizes: Sizes) -> None:
     """ResourceSlices, reloads, prepare and idle cost in DRA mode: `bench.dra`."""
     await dra_scenarios.dra(report, sizes.dra)
+
+
+# -- simulated fleets -------------------------------------------------------------------
+
+
+async def simulate(report: Report, sizes: Sizes) -> None:
+    """A simulated fleet's sync, reload, idle cost and rate limit: `bench.simulate`."""
+    await simulate_scenarios.simulate(report, sizes.simulate)
