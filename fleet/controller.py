@@ -177,6 +177,8 @@ class FleetController:
                     seen.add(self._observe_node(node))
                 for gone in [n for n in self.nodes if n not in seen]:
                     self._forget(gone)
+                if not self._listed.is_set():
+                    self._say_how_long(len(seen))
                 self._listed.set()
                 self.problem = None
                 backoff.reset()
@@ -218,6 +220,13 @@ class FleetController:
     def _wanted_counts(self, name: str) -> tuple[Counts, Counts]:
         wanted = self.wanted(name)
         return _counts(wanted.capacity), _counts(wanted.allocatable)
+
+    def _say_how_long(self, nodes: int) -> None:
+        rate = self._bucket.qps
+        seconds = max(nodes - self._bucket.burst, 0) / rate
+        hint = " (raise --qps, as far as your API server allows)" if seconds > 60 else ""
+        logger.info("%d simulated nodes; writing them at %g per second takes about %.0f s%s",
+                    nodes, rate, seconds, hint)  # fmt: skip
 
     def _ours(self, name: str) -> set[str]:
         """Resource names we write, or wrote, on this node."""

@@ -23,12 +23,15 @@ class TokenBucket:
     async def take(self) -> None:
         """Wait for a token (callers are served in order)."""
         async with self._lock:
-            now = time.monotonic()
-            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.qps)
-            self._at = now
+            self._refill()
             if self._tokens < 1:
-                wait = (1 - self._tokens) / self.qps
-                await asyncio.sleep(wait)
-                self._at = time.monotonic()
-                self._tokens = 1.0
+                await asyncio.sleep((1 - self._tokens) / self.qps)
+                # From the clock, not "one token": a sleep that overran on a busy loop
+                # earned the time it overran (dropping it held writes below --qps).
+                self._refill()
             self._tokens -= 1
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.qps)
+        self._at = now
