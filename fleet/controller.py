@@ -198,6 +198,7 @@ class FleetController:
     def _observe_node(self, node: Node) -> str:
         name = _name(node)
         known = self.nodes.get(name)
+        new = known is None
         if known is None:
             known = self.nodes[name] = _Node(first_seen=time.monotonic())
             logger.debug("simulated node %s appeared", name)
@@ -213,7 +214,8 @@ class FleetController:
         )
         # Compared with what is wanted, not with what was last written: the event of our
         # own write may come before the write's answer, and must not queue it again.
-        if self._fleet is not None and known.shown != self._wanted_counts(name):
+        # A new node is always queued: its status may be right already, not its slices.
+        if new or (self._fleet is not None and known.shown != self._wanted_counts(name)):
             self._enqueue(name)
         return name
 

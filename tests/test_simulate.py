@@ -239,3 +239,26 @@ async def test_throttled_and_failed_writes_are_retried(tmp_path: Path) -> None:
     finally:
         await process.stop()
         await api.stop()
+
+
+async def test_a_node_with_only_dra_resources_gets_its_pool_from_the_start(
+    tmp_path: Path,
+) -> None:
+    """Its status is right from the first sight (no counts of ours): it must be queued all
+    the same, for its slices."""
+    api = ApiServer()
+    await api.start()
+    (tmp_path / "widget.yml").write_text("api: dra\n" + CONFIG)
+    (tmp_path / "widget.yml").chmod(0o644)
+    process = await start_fleet(api, tmp_path)
+    try:
+        await process.wait_for_log("simulated nodes; writing them")
+        api.put_object(kwok_node("plain-9"))
+
+        def devices() -> list[str]:
+            return [d["name"] for s in api.objects("resourceslices") for d in s["spec"]["devices"]]
+
+        await eventually(lambda: devices() == ["snaffler-v1-wibble1"], what="plain-9's pool")
+    finally:
+        await process.stop()
+        await api.stop()
