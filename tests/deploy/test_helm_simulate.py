@@ -82,11 +82,19 @@ def rules_of(role: Manifest) -> dict[tuple[str, str, tuple[str, ...]], list[str]
 # -- on and off ----------------------------------------------------------------------------
 
 
-def test_simulate_is_off_by_default(helm: str) -> None:
+KEEP_OFF_KWOK = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+    "nodeSelectorTerms": [{"matchExpressions": [
+        {"key": "type", "operator": "NotIn", "values": ["kwok"]}]}],
+}}}  # fmt: skip
+
+
+def test_simulate_is_off_by_default_and_the_daemonset_keeps_off_kwok_nodes(helm: str) -> None:
+    """KWOK's nodes take DaemonSet pods and only pretend to run them: the DaemonSet keeps
+    off them by default, whether or not this release simulates them."""
     manifests = render(helm)
     assert not [m for m in manifests if is_simulator(m)]
     assert "Deployment" not in {m["kind"] for m in manifests}
-    assert "affinity" not in pod_spec(manifests, "DaemonSet")
+    assert pod_spec(manifests, "DaemonSet")["affinity"] == KEEP_OFF_KWOK
 
 
 def test_the_deployment_runs_simulate_on_the_daemonsets_config(helm: str) -> None:
@@ -458,7 +466,7 @@ def test_the_helm_test_pod_keeps_off_the_simulated_nodes(helm: str) -> None:
     affinity = one(render(helm, values=[SIM_VALUES]), "Pod")["spec"]["affinity"]
     for labels in NODE_LABELS:
         assert schedulable(affinity, labels) == (labels.get("type") != "kwok"), labels
-    assert "affinity" not in one(render(helm), "Pod")["spec"]
+    assert one(render(helm), "Pod")["spec"]["affinity"] == KEEP_OFF_KWOK  # simulate off too
 
 
 def test_the_users_affinity_merges_in_its_own_order(helm: str) -> None:
@@ -475,7 +483,6 @@ def test_the_users_affinity_merges_in_its_own_order(helm: str) -> None:
 @pytest.mark.parametrize(
     ("values", "set_values"),
     [
-        pytest.param(VALUES_DIR / "scheduling.yaml", (), id="simulate-off"),
         pytest.param(
             VALUES_DIR / "scheduling.yaml",
             (*ON, "simulate.daemonSetAffinity=false"),

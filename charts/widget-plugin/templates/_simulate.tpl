@@ -70,17 +70,18 @@ simulate.nodeSelector as the CLI reads it (supervisor/cli.py _parse_selector): K
 
 {{/*
 `affinity` with the simulated nodes excluded, as YAML (empty for no affinity at all). Call with
-(dict "root" $ "affinity" AFFINITY). With simulate.enabled and simulate.daemonSetAffinity, every
+(dict "root" $ "affinity" AFFINITY). With simulate.daemonSetAffinity (on by default, whether
+or not this release simulates: KWOK's nodes take DaemonSet pods and only pretend to run them), every
 term of its required node affinity gets one more expression per selector term, KEY NotIn
 [VALUE] (a node that lacks KEY matches NotIn): a node matches the whole selector only if it has
 every KEY=VALUE, so "not simulated" is "some KEY differs", one term each, and ANDing that with
 the user's terms (ORed) means every user term once with each of ours. Preferred terms, pod
-affinity and the rest stay as they are. Without simulate: `affinity` unchanged.
+affinity and the rest stay as they are. With daemonSetAffinity off: `affinity` unchanged.
 */}}
 {{- define "widget-plugin.avoidSimulatedNodes" -}}
 {{- $root := .root -}}
 {{- $affinity := deepCopy (default dict .affinity) -}}
-{{- if and $root.Values.simulate.enabled $root.Values.simulate.daemonSetAffinity -}}
+{{- if $root.Values.simulate.daemonSetAffinity -}}
 {{- $exprs := list -}}
 {{- range $line := include "widget-plugin.simulatedSelector" $root | trim | splitList "\n" -}}
 {{- if $line -}}
