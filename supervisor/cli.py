@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -41,6 +41,9 @@ from supervisor.http import AddressError, parse_address
 from supervisor.logs import setup_logging
 from supervisor.parse_process import ConfigParser
 from supervisor.podresources import DEFAULT_INTERVAL as DEFAULT_POD_INTERVAL
+
+if TYPE_CHECKING:  # imported by the commands that run it: `validate` stays quick
+    from supervisor.runtime import Supervisor
 
 EXIT_CONFIG = 1
 EXIT_ADDRESS = 3
@@ -83,6 +86,36 @@ _strict_option = click.option(
     envvar="WIDGET_STRICT_PERMS", show_envvar=True,
     help="Refuse a config file writable by group/others or owned by another user.",
 )  # fmt: skip
+
+
+def _kubeconfig_option(what: str) -> Callable[[F], F]:
+    return click.option(
+        "--kubeconfig", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+        default=None, envvar="WIDGET_KUBECONFIG", show_envvar=True,
+        help=f"Kubernetes API access {what}  [default: the pod's service account, else "
+        "$KUBECONFIG or ~/.kube/config]",
+    )  # fmt: skip
+
+
+_metrics_address_option = click.option(
+    "--metrics-address", default="0.0.0.0:9464", show_default=True,
+    envvar="WIDGET_METRICS_ADDRESS", show_envvar=True, callback=_check_address,
+    help="HOST:PORT serving /metrics, /healthz and /readyz.",
+)  # fmt: skip
+
+
+def _serve_or_exit(supervisor: Supervisor) -> None:
+    """Run until stopped; exit 1 on a config refused at start, 3 on a taken address."""
+    try:
+        asyncio.run(supervisor.run())
+    except ConfigError as error:
+        click.echo(f"error: invalid config; nothing started\n{error}", err=True)
+        sys.exit(EXIT_CONFIG)
+    except AddressError as error:
+        click.echo(f"error: {error} (choose another --metrics-address)", err=True)
+        sys.exit(EXIT_ADDRESS)
+
+
 _node_option = click.option(
     "--node-name",
     "--node",
@@ -140,11 +173,7 @@ def main() -> None:
     show_default=True, envvar="WIDGET_PLUGIN_DIR", show_envvar=True,
     help="kubelet's device-plugin directory (holds kubelet.sock).",
 )  # fmt: skip
-@click.option(
-    "--metrics-address", default="0.0.0.0:9464", show_default=True,
-    envvar="WIDGET_METRICS_ADDRESS", show_envvar=True, callback=_check_address,
-    help="HOST:PORT serving /metrics and /healthz.",
-)  # fmt: skip
+@_metrics_address_option
 @click.option(
     "--register-timeout", type=click.FloatRange(min=0.1), default=12.0, show_default=True,
     envvar="WIDGET_REGISTER_TIMEOUT", show_envvar=True,
@@ -173,12 +202,7 @@ def main() -> None:
     help="kubelet's root directory: DRA plugins register in its plugins_registry/ and serve "
     "in its plugins/ (api: dra only).",
 )  # fmt: skip
-@click.option(
-    "--kubeconfig", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
-    envvar="WIDGET_KUBECONFIG", show_envvar=True,
-    help="Kubernetes API access for DRA (ResourceSlices, ResourceClaims)  [default: the "
-    "pod's service account, else $KUBECONFIG or ~/.kube/config]",
-)  # fmt: skip
+@_kubeconfig_option("for DRA (ResourceSlices, ResourceClaims)")
 @_node_option
 @_with_logging
 @_domain_option
@@ -220,14 +244,7 @@ def run(
         kubeconfig=None if kubeconfig is None else kubeconfig.absolute(),
     )
     logging.getLogger(__name__).info("node name %s (for the config's nodes: entries)", node_name)
-    try:
-        asyncio.run(Supervisor(settings).run())
-    except ConfigError as error:
-        click.echo(f"error: invalid config; nothing started\n{error}", err=True)
-        sys.exit(EXIT_CONFIG)
-    except AddressError as error:
-        click.echo(f"error: {error} (choose another --metrics-address)", err=True)
-        sys.exit(EXIT_ADDRESS)
+    _serve_or_exit(Supervisor(settings))
 
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -259,23 +276,14 @@ def _parse_selector(ctx: click.Context, param: click.Parameter, value: str) -> d
     help="Label selector (KEY=VALUE[,...]) of the simulated nodes; KWOK labels its own "
     "type=kwok. Empty: every node.",
 )  # fmt: skip
-@click.option(
-    "--kubeconfig", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
-    envvar="WIDGET_KUBECONFIG", show_envvar=True,
-    help="Kubernetes API access  [default: the pod's service account, else $KUBECONFIG or "
-    "~/.kube/config]",
-)  # fmt: skip
+@_kubeconfig_option("(Nodes, their status, Pods, ResourceSlices)")
 @click.option("--qps", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
               envvar="WIDGET_QPS", show_envvar=True,
               help="Client-side limit on writes per second to the API server.")  # fmt: skip
 @click.option("--burst", type=click.IntRange(min=1), default=10, show_default=True,
               envvar="WIDGET_BURST", show_envvar=True,
               help="Writes allowed at once above --qps, as client-go's burst.")  # fmt: skip
-@click.option(
-    "--metrics-address", default="0.0.0.0:9464", show_default=True,
-    envvar="WIDGET_METRICS_ADDRESS", show_envvar=True, callback=_check_address,
-    help="HOST:PORT serving /metrics, /healthz and /readyz.",
-)  # fmt: skip
+@_metrics_address_option
 @click.option(
     "--leader-elect/--no-leader-elect", default=False, show_default=True,
     envvar="WIDGET_LEADER_ELECT", show_envvar=True,
@@ -331,14 +339,7 @@ def simulate(
             identity=os.environ.get("POD_NAME") or socket.gethostname(),
         )
     fleet = FleetSettings(selector=node_selector, qps=qps, burst=burst, election=election)
-    try:
-        asyncio.run(Supervisor(settings, fleet=fleet).run())
-    except ConfigError as error:
-        click.echo(f"error: invalid config; nothing started\n{error}", err=True)
-        sys.exit(EXIT_CONFIG)
-    except AddressError as error:
-        click.echo(f"error: {error} (choose another --metrics-address)", err=True)
-        sys.exit(EXIT_ADDRESS)
+    _serve_or_exit(Supervisor(settings, fleet=fleet))
 
 
 @main.command()
