@@ -13,15 +13,21 @@ Owns the client's construction (``--kubeconfig``, else the pod's service account
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx2
 from lightkube import AsyncClient, KubeConfig
+from lightkube.core.client import FieldSelector, LabelSelector
 from lightkube.core.exceptions import ApiError
 from lightkube.generic_resource import create_global_resource, create_namespaced_resource
+
+logger = logging.getLogger(__name__)
 
 FIELD_MANAGER = "widget-supervisor"
 
@@ -64,6 +70,40 @@ def describe(error: BaseException) -> str:
 
 API_ERRORS = (httpx2.HTTPError, OSError)
 """What a request to the API server can raise that is not a bug of ours."""
+
+
+async def follow(
+    client: AsyncClient,
+    resource: Any,
+    *,
+    on_list: Callable[[list[Any]], None],
+    on_event: Callable[[str, Any], None],
+    on_error: Callable[[BaseException], None],
+    namespace: str | None = None,
+    labels: LabelSelector | None = None,
+    fields: FieldSelector | None = None,
+) -> None:
+    """Keep a view of `resource`, as an informer does, until cancelled: list it (every
+    object to `on_list`), then watch from that list's resourceVersion (each event to
+    `on_event`). A watch that expires (410) lists again at once; any other failure goes
+    to `on_error` and is retried with backoff; a watch that ends is resumed by lightkube."""
+    backoff = Backoff()
+    while True:
+        try:
+            listing = client.list(resource, namespace=namespace, labels=labels, fields=fields)
+            on_list([obj async for obj in listing])
+            backoff.reset()
+            async for kind, obj in client.watch(
+                resource, namespace=namespace, labels=labels, fields=fields,
+                resource_version=listing.resourceVersion,
+            ):  # fmt: skip
+                on_event(kind, obj)
+        except API_ERRORS as error:
+            if status_code(error) == GONE:
+                logger.info("the watch of %s expired; listing again", resource.__name__)
+                continue
+            on_error(error)
+            await asyncio.sleep(backoff.delay(error))
 
 
 @dataclass

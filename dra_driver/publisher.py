@@ -31,10 +31,10 @@ from lightkube.core.client import FieldSelector
 from dra_driver.kube import (
     API_ERRORS,
     CONFLICT,
-    GONE,
     Backoff,
     ResourceSlice,
     describe,
+    follow,
     plain,
     status_code,
 )
@@ -131,26 +131,15 @@ class SlicePublisher:
         return {"spec.nodeName": self.node, "spec.driver": self.driver}
 
     async def _watch_loop(self) -> None:
-        backoff = Backoff()
-        while True:
-            try:
-                version = await self._list()
-                backoff.reset()
-                async for kind, obj in self._client.watch(
-                    ResourceSlice, fields=self._selector(), resource_version=version
-                ):
-                    self._observe(kind, plain(obj))
-            except API_ERRORS as error:
-                if status_code(error) == GONE:
-                    logger.info("ResourceSlice watch expired; listing again")
-                    continue
-                self._lost(error)
-                await asyncio.sleep(backoff.delay(error))
+        await follow(
+            self._client, ResourceSlice, fields=self._selector(),
+            on_list=self._listed_now, on_error=self._lost,
+            on_event=lambda kind, obj: self._observe(kind, plain(obj)),
+        )  # fmt: skip
 
-    async def _list(self) -> str:
-        listing = self._client.list(ResourceSlice, fields=self._selector())
+    def _listed_now(self, objects: list[Any]) -> None:
         found = {}
-        async for obj in listing:
+        for obj in objects:
             document = plain(obj)
             if _pool(document) == self.node:
                 found[document["metadata"]["name"]] = document
@@ -158,7 +147,6 @@ class SlicePublisher:
         self.connected = True
         self._listed.set()
         self._dirty.set()
-        return listing.resourceVersion
 
     def _observe(self, kind: str, document: dict[str, Any]) -> None:
         if (kind == "DELETED" or _pool(document) == self.node) and self._pool.observe(

@@ -28,7 +28,7 @@ from lightkube.models.core_v1 import NodeStatus as NodeStatusModel
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Node, NodeStatus, Pod
 
-from dra_driver.kube import API_ERRORS, FIELD_MANAGER, GONE, Backoff, describe, status_code
+from dra_driver.kube import API_ERRORS, FIELD_MANAGER, Backoff, describe, follow, status_code
 from fleet.pods import pod_requests
 from fleet.ratelimit import TokenBucket
 from fleet.slices import FleetSlices
@@ -168,32 +168,25 @@ class FleetController:
     # -- nodes ---------------------------------------------------------------------
 
     async def _watch_nodes(self) -> None:
-        backoff = Backoff()
-        while True:
-            try:
-                listing = self._client.list(Node, labels=self.selector)
-                seen = set()
-                async for node in listing:
-                    seen.add(self._observe_node(node))
-                for gone in [n for n in self.nodes if n not in seen]:
-                    self._forget(gone)
-                if not self._listed.is_set():
-                    self._say_how_long(len(seen))
-                self._listed.set()
-                self.problem = None
-                backoff.reset()
-                async for kind, node in self._client.watch(
-                    Node, labels=self.selector, resource_version=listing.resourceVersion
-                ):
-                    if kind == "DELETED":
-                        self._forget(_name(node))
-                    else:
-                        self._observe_node(node)
-            except API_ERRORS as error:
-                if status_code(error) == GONE:
-                    continue
-                self._lost(error)
-                await asyncio.sleep(backoff.delay(error))
+        await follow(
+            self._client, Node, labels=self.selector,
+            on_list=self._nodes_listed, on_event=self._node_event, on_error=self._lost,
+        )  # fmt: skip
+
+    def _nodes_listed(self, nodes: list[Node]) -> None:
+        seen = {self._observe_node(node) for node in nodes}
+        for gone in [n for n in self.nodes if n not in seen]:
+            self._forget(gone)
+        if not self._listed.is_set():
+            self._say_how_long(len(seen))
+        self._listed.set()
+        self.problem = None
+
+    def _node_event(self, kind: str, node: Node) -> None:
+        if kind == "DELETED":
+            self._forget(_name(node))
+        else:
+            self._observe_node(node)
 
     def _observe_node(self, node: Node) -> str:
         name = _name(node)
@@ -330,29 +323,20 @@ class FleetController:
     # -- pods ----------------------------------------------------------------------
 
     async def _watch_pods(self) -> None:
-        backoff = Backoff()
-        while True:
-            try:
-                listing = self._client.list(Pod, namespace=ALL_NS)
-                pods: dict[str, _Pod] = {}
-                async for pod in listing:
-                    if (held := _held(pod)) is not None:
-                        pods[_uid(pod)] = held
-                self._pods = pods
-                backoff.reset()
-                async for kind, pod in self._client.watch(
-                    Pod, namespace=ALL_NS, resource_version=listing.resourceVersion
-                ):
-                    held = _held(pod) if kind != "DELETED" else None
-                    if held is None:
-                        self._pods.pop(_uid(pod), None)
-                    else:
-                        self._pods[_uid(pod)] = held
-            except API_ERRORS as error:
-                if status_code(error) == GONE:
-                    continue
-                self._lost(error)
-                await asyncio.sleep(backoff.delay(error))
+        await follow(
+            self._client, Pod, namespace=ALL_NS,
+            on_list=self._pods_listed, on_event=self._pod_event, on_error=self._lost,
+        )  # fmt: skip
+
+    def _pods_listed(self, pods: list[Pod]) -> None:
+        self._pods = {_uid(pod): held for pod in pods if (held := _held(pod)) is not None}
+
+    def _pod_event(self, kind: str, pod: Pod) -> None:
+        held = _held(pod) if kind != "DELETED" else None
+        if held is None:
+            self._pods.pop(_uid(pod), None)
+        else:
+            self._pods[_uid(pod)] = held
 
 
 def _name(obj: Node | Pod) -> str:

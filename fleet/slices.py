@@ -16,15 +16,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from lightkube import AsyncClient
-from lightkube.core.client import FieldSelector
 
 from dra_driver.kube import (
     API_ERRORS,
     CONFLICT,
-    GONE,
     Backoff,
     ResourceSlice,
     describe,
+    follow,
     plain,
     status_code,
 )
@@ -87,33 +86,27 @@ class FleetSlices:
         self._queued.set()
 
     async def _watch(self) -> None:
-        backoff = Backoff()
-        fields: FieldSelector = {"spec.driver": self.driver}
-        while True:
-            try:
-                listing = self._client.list(ResourceSlice, fields=fields)
-                by_pool: dict[str, dict[str, dict[str, Any]]] = {}
-                async for obj in listing:
-                    document = plain(obj)
-                    node = _pool_of(document)
-                    if node is not None:
-                        by_pool.setdefault(node, {})[document["metadata"]["name"]] = document
-                for node, pool in self.pools.items():
-                    pool.cache = by_pool.pop(node, {})
-                    self._enqueue(node)
-                self._seen = by_pool
-                self._listed.set()
-                backoff.reset()
-                async for kind, obj in self._client.watch(
-                    ResourceSlice, fields=fields, resource_version=listing.resourceVersion
-                ):
-                    self._observe(kind, plain(obj))
-            except API_ERRORS as error:
-                if status_code(error) == GONE:
-                    continue
-                logger.warning("ResourceSlices of simulated nodes: %s; retrying",
-                               describe(error))  # fmt: skip
-                await asyncio.sleep(backoff.delay(error))
+        await follow(
+            self._client, ResourceSlice, fields={"spec.driver": self.driver},
+            on_list=self._listed_now, on_error=self._lost,
+            on_event=lambda kind, obj: self._observe(kind, plain(obj)),
+        )  # fmt: skip
+
+    def _listed_now(self, objects: list[Any]) -> None:
+        by_pool: dict[str, dict[str, dict[str, Any]]] = {}
+        for obj in objects:
+            document = plain(obj)
+            node = _pool_of(document)
+            if node is not None:
+                by_pool.setdefault(node, {})[document["metadata"]["name"]] = document
+        for node, pool in self.pools.items():
+            pool.cache = by_pool.pop(node, {})
+            self._enqueue(node)
+        self._seen = by_pool
+        self._listed.set()
+
+    def _lost(self, error: BaseException) -> None:
+        logger.warning("ResourceSlices of simulated nodes: %s; retrying", describe(error))
 
     def _observe(self, kind: str, document: dict[str, Any]) -> None:
         node = _pool_of(document)
