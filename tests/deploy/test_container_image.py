@@ -254,16 +254,11 @@ def test_installed_package_validates_every_shipped_example(
         assert checked.returncode == 0, f"{name}: {checked.stdout}{checked.stderr}"
 
 
-@pytest.mark.slow
-@pytest.mark.network
-def test_installed_demo_runs_from_an_empty_directory(installed_cli: Path, tmp_path: Path) -> None:
-    """`widget-supervisor demo` from the wheel alone: every resource of the bundled multi.yml
-    is shown and allocated from once, and Ctrl-C ends it with exit code 0."""
-    empty = tmp_path / "empty"
-    empty.mkdir()
+def run_demo_until_ctrl_c(cli: Path, cwd: Path, *args: str) -> str:
+    """`demo ARGS` until it says it serves, then Ctrl-C; its output (exit code 0 asserted)."""
     demo = subprocess.Popen(
-        [installed_cli, "demo", "--metrics-address", "127.0.0.1:0"],
-        cwd=empty, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [cli, "demo", *args, "--metrics-address", "127.0.0.1:0"],
+        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     assert demo.stdout is not None
     lines: list[str] = []
@@ -275,10 +270,38 @@ def test_installed_demo_runs_from_an_empty_directory(installed_cli: Path, tmp_pa
     rest, _ = demo.communicate(timeout=15)
     output = "".join(lines) + rest
     assert demo.returncode == 0, output
+    return output
+
+
+@pytest.mark.slow
+@pytest.mark.network
+def test_installed_demo_runs_from_an_empty_directory(installed_cli: Path, tmp_path: Path) -> None:
+    """`widget-supervisor demo` from the wheel alone: every resource of the bundled multi.yml
+    is shown and allocated from once, and Ctrl-C ends it with exit code 0."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    output = run_demo_until_ctrl_c(installed_cli, empty)
     expected = sorted(
         s.name for s in load_config(REPO_ROOT / "config" / "examples" / "multi.yml").resources
     )
     for resource in expected:
         assert re.search(rf"^{re.escape(resource)}\s", output, re.MULTILINE), output
         assert f"allocated from {resource}:" in output, output
+    assert list(empty.iterdir()) == [], "the demo writes only into its own temp dir"
+
+
+@pytest.mark.slow
+@pytest.mark.network
+def test_installed_dra_demo_runs_from_an_empty_directory(
+    installed_cli: Path, tmp_path: Path
+) -> None:
+    """`widget-supervisor demo --api dra` from the wheel alone: the API-server and kubelet
+    stand-ins ship in it, the slices of the bundled dra.yml are shown, a claim of each DRA
+    resource is prepared, and Ctrl-C ends it with exit code 0."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    output = run_demo_until_ctrl_c(installed_cli, empty, "--api", "dra")
+    for resource in ("gizmo-mk2", "snaffler-v1"):
+        assert re.search(rf"claim demo/{resource}: .* kubelet prepared it", output), output
+    assert "env WIDGET_VISIBLE_DEVICES=/dev/wibble0" in output, output
     assert list(empty.iterdir()) == [], "the demo writes only into its own temp dir"
