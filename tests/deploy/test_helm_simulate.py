@@ -372,6 +372,17 @@ def test_the_simulators_service_monitor_keeps_its_node_label(helm: str) -> None:
     assert "relabelings" not in bare_sim["spec"]["endpoints"][0]
 
 
+def test_the_simulators_series_without_a_node_are_named_simulator(helm: str) -> None:
+    """Its config and build series have no `node`: the alerts (`by (node)`) and the
+    dashboard would name an empty node. The metric relabeling fills it only where empty."""
+    manifests = render(helm, values=[SIM_VALUES])
+    (sim,) = [m for m in manifests if m["kind"] == "ServiceMonitor" and is_simulator(m)]
+    (endpoint,) = sim["spec"]["endpoints"]
+    assert endpoint["metricRelabelings"][0] == {
+        "sourceLabels": ["node"], "regex": "", "targetLabel": "node", "replacement": "simulator",
+    }  # fmt: skip
+
+
 def test_no_metrics_objects_without_the_switches(helm: str) -> None:
     kinds = {m["kind"] for m in render(helm, set_values=ON) if is_simulator(m)}
     assert kinds == {"Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
