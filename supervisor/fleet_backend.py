@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from plugin_worker.api import ResourceSpec
 from supervisor.config import Config
+from supervisor.dra_backend import ClientFactory
 from supervisor.metrics import FleetState, Metrics, ResourceState
 from supervisor.watch import DirectoryWatcher
 
@@ -29,8 +30,6 @@ if TYPE_CHECKING:
     from fleet.leader import ElectionSettings, LeaderElector
 
 logger = logging.getLogger(__name__)
-
-ClientFactory = Callable[[Path | None], "AsyncClient"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,8 +3,9 @@
 Owns the config source (first load, reloads through inotify, a rejected file keeping the
 last good config serving), the metrics and health endpoint, signals, and the order of
 start-up and shutdown (with a deadline). What serves resources are `Backend`s, each
-given its share of the config's resources (`ResourceSpec.api`): the device-plugin
-backend always, others (DRA) as given. Parsing, planning and serving live elsewhere.
+given its share of the config's resources (`ResourceSpec.api`): on a node, the
+device-plugin and DRA backends; for `simulate`, the fleet backend, which takes them all
+for every simulated node. Parsing, planning and serving live elsewhere.
 """
 
 from __future__ import annotations
