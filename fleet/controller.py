@@ -30,6 +30,7 @@ from lightkube.resources.core_v1 import Node, NodeStatus, Pod
 
 from dra_driver.kube import API_ERRORS, FIELD_MANAGER, Backoff, describe, follow, status_code
 from fleet.pods import pod_requests
+from fleet.queue import CoalescingQueue
 from fleet.ratelimit import TokenBucket
 from fleet.slices import FleetSlices
 from fleet.status import NodeResources, node_resources, node_slices
@@ -86,9 +87,7 @@ class FleetController:
         self._fleet: Fleet | None = None
         self.nodes: dict[str, _Node] = {}
         self._pods: dict[str, _Pod] = {}
-        self._queue: dict[str, None] = {}
-        """Nodes to write, oldest first (a dict: queued twice is written once)."""
-        self._queued = asyncio.Event()
+        self._queue = CoalescingQueue()
         self._listed = asyncio.Event()
         self._slices_started = asyncio.Event()
         self._forgetting: set[asyncio.Task[None]] = set()
@@ -235,7 +234,7 @@ class FleetController:
         node = self.nodes.pop(name, None)
         if node is not None and node.timer is not None:
             node.timer.cancel()
-        self._queue.pop(name, None)
+        self._queue.discard(name)
         if self.slices is not None and name in self.slices.pools:
             # The Node owns its slices (garbage-collected with it); deleting them is for
             # an API server without that collector, and for a node that stays but no
@@ -248,17 +247,12 @@ class FleetController:
     # -- writes --------------------------------------------------------------------
 
     def _enqueue(self, name: str) -> None:
-        self._queue[name] = None
-        self._queued.set()
+        self._queue.put(name)
 
     async def _writer(self) -> None:
         backoff = Backoff()
         while True:
-            while not self._queue:
-                self._queued.clear()
-                await self._queued.wait()
-            name = next(iter(self._queue))
-            del self._queue[name]
+            name = await self._queue.take()
             if name not in self.nodes:
                 continue
             try:

@@ -28,6 +28,7 @@ from dra_driver.kube import (
     status_code,
 )
 from dra_driver.publisher import Desired, Pool, WriteResult
+from fleet.queue import CoalescingQueue
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +50,7 @@ class FleetSlices:
         self._wanted: dict[str, Desired] = {}
         self._seen: dict[str, dict[str, dict[str, Any]]] = {}
         """Slices listed or watched for pools not (yet) ours: a node seen later adopts them."""
-        self._queue: dict[str, None] = {}
-        self._queued = asyncio.Event()
+        self._queue = CoalescingQueue()
         self._listed = asyncio.Event()
 
     def want(self, node: str, desired: Desired, owner: Mapping[str, str] | None) -> None:
@@ -70,7 +70,7 @@ class FleetSlices:
     async def forget(self, node: str) -> None:
         """The node is gone: delete its pool's slices."""
         self._wanted.pop(node, None)
-        self._queue.pop(node, None)
+        self._queue.discard(node)
         pool = self.pools.pop(node, None)
         if pool is not None:
             await pool.delete_all()
@@ -82,8 +82,7 @@ class FleetSlices:
                 group.create_task(self._worker(), name=f"fleet-slices-{i}")
 
     def _enqueue(self, node: str) -> None:
-        self._queue[node] = None
-        self._queued.set()
+        self._queue.put(node)
 
     async def _watch(self) -> None:
         await follow(
@@ -127,11 +126,7 @@ class FleetSlices:
         await self._listed.wait()
         backoff = Backoff()
         while True:
-            while not self._queue:
-                self._queued.clear()
-                await self._queued.wait()
-            node = next(iter(self._queue))
-            del self._queue[node]
+            node = await self._queue.take()
             pool, desired = self.pools.get(node), self._wanted.get(node)
             if pool is None or desired is None:
                 continue

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from apiserver_standin.server import ApiServer
 from kubelet_standin import KubeletStandIn
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "config" / "examples"
@@ -78,3 +79,12 @@ async def kubelet(plugin_dir: Path) -> AsyncIterator[KubeletStandIn]:
 @pytest.fixture
 def examples() -> Path:
     return EXAMPLES
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[ApiServer]:
+    """The Kubernetes API-server stand-in, over real HTTP on a free port."""
+    server = ApiServer()
+    await server.start()
+    yield server
+    await server.stop()

@@ -9,8 +9,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from apiserver_standin.server import ApiServer
 from dra_driver.kube import make_client
 from dra_driver.publisher import SlicePublisher
@@ -21,14 +19,6 @@ NODE, DRIVER = "node-a", "ska-sdp.org"
 
 def devices(*names: str) -> list[dict[str, Any]]:
     return [{"name": n, "attributes": {"type": {"string": "t"}}} for n in names]
-
-
-@pytest.fixture
-async def api() -> AsyncIterator[ApiServer]:
-    server = ApiServer()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 @contextlib.asynccontextmanager

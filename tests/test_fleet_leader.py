@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -23,14 +22,6 @@ def fast(identity: str) -> ElectionSettings:
     return ElectionSettings(
         identity=identity, lease_duration=1.0, renew_deadline=0.6, retry_period=0.1
     )
-
-
-@pytest.fixture
-async def api() -> AsyncIterator[ApiServer]:
-    server = ApiServer()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 async def test_one_leads_and_the_other_takes_over(api: ApiServer, tmp_path: Path) -> None:
